@@ -1,0 +1,44 @@
+# The two set-up commands of the README: `make run` and `make test`. Both install what they need
+# (a venv with pinned Python packages, Debian packages, jars from Maven Central) and are safe to rerun.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test stop status lint install lock clean
+
+run: install
+	$(BIN)/tally up
+
+stop: install
+	$(BIN)/tally down
+
+status: install
+	@$(BIN)/tally status
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check tally dataflows orchestration tests
+
+install: $(STAMP)
+
+# uv installs the locked set in seconds where pip takes minutes; it comes from PyPI like everything else.
+$(STAMP): pyproject.toml requirements.lock
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 and Maven (Debian packages)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless maven; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+# Re-pin after changing pyproject.toml's dependencies (never automatic: CI must install what was tested).
+lock:
+	@test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install -q uv==0.13.9; }
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,112 @@
+"""The `tally` command: run the local stack and (in later commands) work with Tally's data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Annotated, Optional
+
+import typer
+
+from tally.settings import get_settings
+from tally.stack import runner
+from tally.stack.service import StackError
+
+app = typer.Typer(help="Tally: real-time event aggregation.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
+stack = typer.Typer(help="Run Kafka, Cassandra, PostgreSQL and Prometheus as local processes.", no_args_is_help=True)
+app.add_typer(stack, name="stack")
+
+Components = Annotated[Optional[list[str]], typer.Argument(help="Components (default: all).", show_default=False)]
+
+
+def _fail(e: StackError) -> None:
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@stack.command("up")
+def stack_up(components: Components = None) -> None:
+    """Start every service that is not running and wait until each answers. A second `up` is a no-op."""
+    s = get_settings()
+    typer.echo(f"tally stack up (state in {s.state_dir})", err=True)
+    try:
+        results = runner.up(s, components)
+    except StackError as e:
+        _fail(e)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        colour = "green" if r.ok else "red"
+        mark = "ok    " if r.ok else "FAILED"
+        typer.secho(f"  {r.name:<{width}}  {mark}  {r.seconds:6.1f}s  {r.message}", fg=colour)
+    if not all(r.ok for r in results):
+        typer.secho("some components failed; `tally status` shows the state, the log path is above", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@stack.command("down")
+def stack_down(
+    components: Components = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the services' data.")] = False,
+) -> None:
+    """Stop the processes this stack started (never others). Data stays unless --purge."""
+    s = get_settings()
+    try:
+        stopped = runner.down(s, components, purge=purge)
+    except StackError as e:
+        _fail(e)
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + (" (data purged)" if purge else ""))
+
+
+@stack.command("status")
+def stack_status(
+    components: Components = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each component as up/down with pid and port; exit 1 if any is down."""
+    s = get_settings()
+    try:
+        rows = runner.status(s, components)
+    except StackError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"components": [r.as_dict() for r in rows]}))
+    else:
+        for r in rows:
+            colour = "green" if r.status == "up" else "red"
+            pid = str(r.pid) if r.pid else "-"
+            typer.secho(f"  {r.name:<11} {r.status:<5} pid {pid:<8} port {r.port:<6} {r.detail}", fg=colour)
+    if any(r.status != "up" for r in rows):
+        raise typer.Exit(1)
+
+
+@stack.command("logs")
+def stack_logs(
+    component: Annotated[str, typer.Argument(help="kafka, cassandra, postgres or prometheus.")],
+    lines: Annotated[int, typer.Option("-n", help="How many lines to show.")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
+) -> None:
+    """Print a component's log."""
+    s = get_settings()
+    try:
+        (svc,) = runner.select(s, [component])
+    except StackError as e:
+        _fail(e)
+    if not svc.log_file.exists():
+        typer.echo(f"{svc.name} has no log yet ({svc.log_file})", err=True)
+        raise typer.Exit(1)
+    argv = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(svc.log_file)]
+    if follow:
+        os.execvp("tail", argv)
+    typer.echo(subprocess.run(argv, capture_output=True, text=True).stdout, nl=False)
+
+
+# `tally up|down|status` are what `make run` and scripts call; for now they mean the stack.
+app.command("up", help="Start Tally (for now: the stack).")(stack_up)
+app.command("down", help="Stop Tally.")(stack_down)
+app.command("status", help="Show every component; exit 1 if any is down.")(stack_status)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""Every setting of Tally, read once from the environment (prefix ``TALLY_``) or a ``.env`` file.
+
+This is the single source of truth for ports, heap sizes and paths; the README lists the defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository root: the stack's configs live in deploy/ beside the packages.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_", env_file=".env", extra="ignore")
+
+    # Everything the local stack writes (data, logs, pid files, downloaded jars) lives under here.
+    state_dir: Path = Field(default=REPO_ROOT / ".tally")
+    deploy_dir: Path = Field(default=REPO_ROOT / "deploy")
+
+    # Kafka and Cassandra need Java 17 (Cassandra 5.0 cannot start on 24+); unset: JAVA_HOME, then PATH.
+    java_home: Path | None = None
+
+    # Kafka (KRaft, one combined broker/controller node).
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    # 1 GiB is ample for one broker at 115 K events/s: Kafka serves from the page cache, not the heap.
+    kafka_heap: str = "1g"
+    kafka_partitions: int = 4
+    kafka_topics: tuple[str, ...] = ("events", "events.dlq", "events.late")
+
+    # Cassandra 5.0, one node.
+    cassandra_port: int = 9042
+    cassandra_storage_port: int = 7000
+    # 2 GiB of a 24 GiB, 2-core box: the rest is page cache and the other services.
+    cassandra_heap: str = "2g"
+    cassandra_keyspace: str = "tally"
+
+    # PostgreSQL 15 (+ TimescaleDB when installed), its own cluster, not the system one.
+    pg_port: int = 5433
+    pg_user: str = "tally"
+    pg_password: str = "tally"
+    pg_database: str = "tally"
+    pg_bin_dir: Path | None = None  # found from pg_config / Debian's layout when unset
+
+    prometheus_port: int = 9090
+    # Where Prometheus finds Tally's own processes (they serve /metrics).
+    api_port: int = 8000
+    dataflow_metrics_port: int = 9101
+
+    # How long `stack up` waits for each service to answer before calling it failed.
+    start_timeout_s: float = 180.0
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def pg_dsn(self) -> str:
+        return (
+            f"host=127.0.0.1 port={self.pg_port} dbname={self.pg_database} "
+            f"user={self.pg_user} password={self.pg_password}"
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,131 @@
+"""Bringing the whole local stack up, down, and reporting on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from tally.settings import Settings
+from tally.stack.cassandra import Cassandra
+from tally.stack.install import say
+from tally.stack.kafka import Kafka
+from tally.stack.postgres import Postgres
+from tally.stack.prometheus import Prometheus
+from tally.stack.service import Service, StackError, cmdline, pid_alive
+
+
+def services(settings: Settings) -> list[Service]:
+    # Start order: the slow JVMs first, so their start-up overlaps with everything else.
+    return [Cassandra(settings), Kafka(settings), Postgres(settings), Prometheus(settings)]
+
+
+def select(settings: Settings, names: list[str] | None) -> list[Service]:
+    all_ = services(settings)
+    if not names:
+        return all_
+    known = {s.name: s for s in all_}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StackError(unknown[0], f"unknown component; choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    status: str  # "up" or "down"
+    pid: int | None
+    port: int
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if not d["detail"]:
+            del d["detail"]
+        return d
+
+
+def status(settings: Settings, names: list[str] | None = None) -> list[ComponentStatus]:
+    out = []
+    for svc in select(settings, names):
+        pid = svc.pid()
+        if pid is None:
+            out.append(ComponentStatus(svc.name, "down", None, svc.port, "not running"))
+        elif svc.probe():
+            out.append(ComponentStatus(svc.name, "up", pid, svc.port))
+        else:
+            out.append(ComponentStatus(svc.name, "down", pid, svc.port, f"running but not answering; see {svc.log_file}"))
+    return out
+
+
+@dataclass
+class UpResult:
+    name: str
+    ok: bool
+    seconds: float
+    message: str
+
+
+def up(settings: Settings, names: list[str] | None = None) -> list[UpResult]:
+    """Start what is not running, wait until every service answers. Idempotent; never raises for one
+    failed service, so a half-started stack still reports which part failed."""
+    chosen = select(settings, names)
+    t0 = time.monotonic()
+    started: dict[str, int] = {}
+    already: set[str] = set()
+    results: dict[str, UpResult] = {}
+    for svc in chosen:
+        pid = svc.pid()
+        if pid is not None:
+            started[svc.name] = pid
+            already.add(svc.name)
+            continue
+        try:
+            svc.install()
+            svc.prepare()
+            started[svc.name] = svc.start()
+            say(svc.name, f"starting (pid {started[svc.name]}, log {svc.log_file})")
+        except StackError as e:
+            results[svc.name] = UpResult(svc.name, False, time.monotonic() - t0, str(e))
+    for svc in chosen:
+        if svc.name in results:
+            continue
+        try:
+            svc.wait_ready(started[svc.name], settings.start_timeout_s)
+            svc.after_ready()
+            msg = "already up" if svc.name in already else "up"
+            results[svc.name] = UpResult(svc.name, True, time.monotonic() - t0, f"{msg} on port {svc.port}")
+        except StackError as e:
+            results[svc.name] = UpResult(svc.name, False, time.monotonic() - t0, str(e))
+        except Exception as e:  # a driver error while creating topics/schema
+            results[svc.name] = UpResult(
+                svc.name, False, time.monotonic() - t0, f"{svc.name}: {e} (log: {svc.log_file})"
+            )
+    return [results[s.name] for s in chosen]
+
+
+def down(settings: Settings, names: list[str] | None = None, purge: bool = False) -> list[str]:
+    """Stop only the processes this stack started (pid files); with purge, delete their data too."""
+    stopped = []
+    # Reverse start order: producers of load before the stores they write to.
+    for svc in reversed(select(settings, names)):
+        if svc.stop():
+            stopped.append(svc.name)
+        if purge:
+            svc.purge()
+    return stopped
+
+
+def our_processes(settings: Settings) -> list[tuple[int, str]]:
+    """Every live process whose command line names this stack's state directory."""
+    from pathlib import Path
+
+    marker = str(settings.state_dir.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            pid = int(entry.name)
+            line = cmdline(pid)
+            if marker in line and pid_alive(pid):
+                found.append((pid, line[:120]))
+    return found
