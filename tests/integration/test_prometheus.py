@@ -1,0 +1,27 @@
+import json
+import time
+import urllib.request
+
+
+def _get(stack, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.prometheus_port}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def test_prometheus_scrapes_every_tally_component(stack):
+    jobs = {}
+    for _ in range(30):  # the first scrape of each target happens within one interval (5 s)
+        targets = _get(stack, "/api/v1/targets")["data"]["activeTargets"]
+        jobs = {t["labels"]["job"]: t for t in targets}
+        if jobs.get("prometheus", {}).get("health") == "up":
+            break
+        time.sleep(0.5)
+    assert {"prometheus", "tally-api", "tally-dataflow"} <= set(jobs)
+    assert jobs["prometheus"]["health"] == "up"
+    assert jobs["tally-api"]["scrapeUrl"] == f"http://127.0.0.1:{stack.api_port}/metrics"
+
+
+def test_alert_rules_are_loaded(stack):
+    groups = _get(stack, "/api/v1/rules")["data"]["groups"]
+    names = {rule["name"] for g in groups for rule in g["rules"]}
+    assert "TallyComponentDown" in names

@@ -1,0 +1,95 @@
+"""`tally stack` as a user runs it: idempotent up, honest status, down that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tally.stack import runner
+from tally.stack.service import pid_alive
+
+NAMES = ["cassandra", "kafka", "postgres", "prometheus"]
+
+
+def tally(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tally.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def status_json(env: dict | None = None) -> tuple[int, dict]:
+    r = tally("status", "--json", env=env)
+    return r.returncode, {c["name"]: c for c in json.loads(r.stdout)["components"]}
+
+
+def test_status_json_lists_every_component_up_with_pid_and_port(stack):
+    code, comps = status_json()
+    assert code == 0
+    assert sorted(comps) == NAMES
+    for c in comps.values():
+        assert c["status"] == "up" and pid_alive(c["pid"])
+    assert comps["kafka"]["port"] == stack.kafka_port
+    assert comps["postgres"]["port"] == stack.pg_port
+
+
+def test_second_up_is_a_no_op(stack):
+    _, before = status_json()
+    r = tally("stack", "up")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("already up") == len(NAMES)
+    _, after = status_json()
+    assert {n: c["pid"] for n, c in after.items()} == {n: c["pid"] for n, c in before.items()}
+
+
+def test_killed_component_is_reported_down_and_up_restarts_it(stack):
+    _, comps = status_json()
+    pid = comps["prometheus"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, comps = status_json()
+    assert code == 1
+    assert comps["prometheus"]["status"] == "down"
+    assert comps["kafka"]["status"] == "up"
+    r = tally("stack", "up", "prometheus")
+    assert r.returncode == 0, r.stdout + r.stderr
+    code, comps = status_json()
+    assert code == 0 and comps["prometheus"]["pid"] != pid
+
+
+def test_port_taken_by_a_stranger_names_the_component_and_the_setting(stack, tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        r = tally(
+            "stack", "up", "prometheus",
+            env={"TALLY_STATE_DIR": str(tmp_path), "TALLY_PROMETHEUS_PORT": str(port)},
+        )
+    assert r.returncode == 1
+    assert "prometheus" in r.stdout and f"port {port}" in r.stdout and "TALLY_PROMETHEUS_PORT" in r.stdout
+    code, comps = status_json(env={"TALLY_STATE_DIR": str(tmp_path), "TALLY_PROMETHEUS_PORT": str(port)})
+    assert code == 1 and comps["prometheus"]["status"] == "down"
+
+
+def test_down_stops_every_process_of_ours_and_keeps_data_then_up_restores(stack):
+    marker_dir = stack.state_dir / "postgres" / "data"
+    r = tally("stack", "down")
+    assert r.returncode == 0, r.stderr
+    assert runner.our_processes(stack) == []
+    code, comps = status_json()
+    assert code == 1 and all(c["status"] == "down" for c in comps.values())
+    assert (marker_dir / "PG_VERSION").exists(), "down without --purge must keep data"
+    r = tally("stack", "up")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert status_json()[0] == 0

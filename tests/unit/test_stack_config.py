@@ -1,0 +1,62 @@
+"""Pure checks of the stack's config handling; no service is started."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tally.settings import Settings
+from tally.stack.runner import select, services
+from tally.stack.service import StackError
+
+
+def test_settings_come_from_env_with_the_tally_prefix(monkeypatch):
+    monkeypatch.setenv("TALLY_KAFKA_PORT", "29092")
+    monkeypatch.setenv("TALLY_KAFKA_PARTITIONS", "8")
+    s = Settings()
+    assert s.kafka_port == 29092 and s.kafka_partitions == 8
+    assert s.kafka_bootstrap == "127.0.0.1:29092"
+
+
+def test_every_template_is_filled_completely(tmp_path):
+    s = Settings(state_dir=tmp_path, kafka_controller_port=0, cassandra_storage_port=0)
+    kafka, cassandra = select(s, ["kafka", "cassandra"])
+    # prepare() writes the configs; kafka's also formats storage, which needs Java: skip that part.
+    (kafka.data_dir).mkdir(parents=True)
+    (kafka.data_dir / "meta.properties").write_text("formatted")
+    kafka.prepare()
+    cassandra.prepare()
+    prom = select(s, ["prometheus"])[0]
+    prom.prepare()
+    for path in (kafka.properties, cassandra.conf_dir / "cassandra.yaml", prom.config):
+        text = path.read_text()
+        # A "$name" left behind means a placeholder nobody filled (Prometheus' own {{ $labels }} aside).
+        assert not re.search(r"(?<!\{\{ )\$[a-z_]+", text), path
+
+
+def test_unknown_component_is_refused_by_name():
+    with pytest.raises(StackError, match="kafak: unknown component"):
+        select(Settings(), ["kafak"])
+
+
+def test_components_have_distinct_ports_and_names():
+    svcs = services(Settings())
+    assert len({s.port for s in svcs}) == len(svcs)
+    assert [s.name for s in svcs] == ["cassandra", "kafka", "postgres", "prometheus"]
+
+
+def test_pid_file_naming_a_strangers_process_is_not_ours(tmp_path):
+    svc = select(Settings(state_dir=tmp_path), ["prometheus"])[0]
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        svc.pid_file.parent.mkdir(parents=True)
+        svc.pid_file.write_text(str(stranger.pid))
+        assert svc.pid() is None
+        assert svc.stop() is False
+        assert stranger.poll() is None, "stop() must never signal a process it did not start"
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert os.path.exists(svc.pid_file) is False
