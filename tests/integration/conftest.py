@@ -24,3 +24,17 @@ def stack(settings: Settings):
     # Leave no daemons behind unless asked to (a kept stack makes the next run start in seconds).
     if os.environ.get("TALLY_TEST_KEEP_STACK") != "1":
         runner.down(settings)
+
+
+@pytest.fixture(scope="session")
+def timescaledb_dsn(settings: Settings):
+    """DSN of a TimescaleDB engine: TALLY_TIMESCALEDB_DSN if set (a real server), else TimescaleDB-in-PGlite."""
+    if dsn := os.environ.get("TALLY_TIMESCALEDB_DSN"):
+        yield dsn
+        return
+    from tally.stack.timescaledb_lite import TimescaleLite
+
+    engine = TimescaleLite(settings)
+    engine.up()
+    yield engine.dsn
+    engine.stop()
