@@ -62,7 +62,7 @@ def maven_libs(settings: Settings, component: str) -> Path:
     assert proc.stdout is not None
     for line in proc.stdout:
         tail = (tail + [line.rstrip()])[-25:]
-        if line.startswith("Downloaded from"):
+        if "Downloaded from" in line:
             downloaded += 1
             if downloaded % 25 == 0:
                 say(component, f"... {downloaded} artifacts downloaded")
