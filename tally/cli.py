@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,12 +13,16 @@ from tally.settings import get_settings
 from tally.stack import runner
 from tally.stack.service import StackError
 
-app = typer.Typer(help="Tally: real-time event aggregation.", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="Tally: real-time event aggregation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 stack = typer.Typer(help="Run Kafka, Cassandra, PostgreSQL and Prometheus as local processes.", no_args_is_help=True)
 app.add_typer(stack, name="stack")
 
-Components = Annotated[Optional[list[str]], typer.Argument(help="Components (default: all).", show_default=False)]
+Components = Annotated[list[str] | None, typer.Argument(help="Components (default: all).", show_default=False)]
 
 
 def _fail(e: StackError) -> None:

@@ -49,7 +49,11 @@ class Cassandra(Service):
             raise StackError(self.name, f"jamm jar missing from {self.lib}; delete that folder to re-resolve")
         heap = self.settings.cassandra_heap
         argv = [
-            self.java, f"-Xms{heap}", f"-Xmx{heap}", *options, f"-javaagent:{jamm}",
+            self.java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            *options,
+            f"-javaagent:{jamm}",
             f"-Dcassandra.config=file://{self.conf_dir / 'cassandra.yaml'}",
             f"-Dcassandra.storagedir={self.data_dir}",
             f"-Dcassandra.logdir={self.home / 'logs'}",
@@ -57,7 +61,8 @@ class Cassandra(Service):
             "-Dcassandra-foreground=yes",
             # A node that is its own seed has nobody to gossip with; do not wait for it.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-cp", f"{self.conf_dir}:{self.lib}/*",
+            "-cp",
+            f"{self.conf_dir}:{self.lib}/*",
             "org.apache.cassandra.service.CassandraDaemon",
         ]
         # glibc's per-thread arenas bloat RSS of a JVM with many threads.

@@ -35,7 +35,8 @@ def java_bin(settings: Settings, component: str) -> str:
         fallback = Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java")
         if fallback.exists() and not settings.java_home:
             return str(fallback)
-        raise StackError(component, f"needs Java 11 or 17, found {major or out.strip()!r} at {java}; set TALLY_JAVA_HOME")
+        found = major or out.strip()
+        raise StackError(component, f"needs Java 11 or 17, found {found!r} at {java}; set TALLY_JAVA_HOME")
     return java
 
 

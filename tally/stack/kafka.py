@@ -48,8 +48,16 @@ class Kafka(Service):
         say(self.name, "formatting storage (first start)")
         cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
         r = subprocess.run(
-            [*self._java_cmd("256m"), "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(self.properties)],
+            [
+                *self._java_cmd("256m"),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties),
+            ],
             capture_output=True,
             text=True,
         )
@@ -59,9 +67,16 @@ class Kafka(Service):
     def _java_cmd(self, heap: str) -> list[str]:
         log4j = self.settings.deploy_dir / "kafka" / "log4j2.properties"
         return [
-            self.java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-            f"-Dkafka.logs.dir={self.home / 'logs'}", "-cp", f"{self.lib}/*",
+            self.java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp",
+            f"{self.lib}/*",
         ]
 
     def launch(self) -> Launch:

@@ -58,7 +58,9 @@ class Postgres(Service):
             try:
                 pwd.getpwnam("postgres")
             except KeyError as e:
-                raise StackError(self.name, "running as root needs the `postgres` OS user (Debian's package adds it)") from e
+                raise StackError(
+                    self.name, "running as root needs the `postgres` OS user (Debian's package adds it)"
+                ) from e
             self.user = "postgres"
 
     def _as_user(self, argv: list[str]) -> subprocess.CompletedProcess:
@@ -83,11 +85,20 @@ class Postgres(Service):
             pwfile = self.conf_dir / "pwfile"
             pwfile.write_text(self.settings.pg_password + "\n")
             self._chown(pwfile)
-            r = self._as_user([
-                str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", self.settings.pg_user,
-                f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                "--encoding=UTF8", "--no-locale",
-            ])
+            r = self._as_user(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.settings.pg_user,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ]
+            )
             pwfile.unlink()
             if r.returncode != 0:
                 raise StackError(self.name, "initdb failed:\n" + (r.stderr or r.stdout)[-2000:])
@@ -102,8 +113,13 @@ class Postgres(Service):
 
     def launch(self) -> Launch:
         argv = [
-            str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-k", str(self.home / "run"),
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.home / "run"),
         ]
         pkglib = self._pkglibdir()
         if pkglib and (pkglib / "timescaledb.so").exists():
@@ -123,8 +139,13 @@ class Postgres(Service):
 
         s = self.settings
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=s.pg_user, password=s.pg_password,
-            dbname=dbname, connect_timeout=3, autocommit=True,
+            host="127.0.0.1",
+            port=self.port,
+            user=s.pg_user,
+            password=s.pg_password,
+            dbname=dbname,
+            connect_timeout=3,
+            autocommit=True,
         )
 
     def probe(self) -> bool:

@@ -44,15 +44,17 @@ class Prometheus(Service):
         )
 
     def launch(self) -> Launch:
-        return Launch([
-            self.binary,
-            f"--config.file={self.config}",
-            f"--storage.tsdb.path={self.data_dir}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=15d",
-            # Lets `tally` reload the config (POST /-/reload) without a restart.
-            "--web.enable-lifecycle",
-        ])
+        return Launch(
+            [
+                self.binary,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=15d",
+                # Lets `tally` reload the config (POST /-/reload) without a restart.
+                "--web.enable-lifecycle",
+            ]
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -54,7 +54,8 @@ def status(settings: Settings, names: list[str] | None = None) -> list[Component
         elif svc.probe():
             out.append(ComponentStatus(svc.name, "up", pid, svc.port))
         else:
-            out.append(ComponentStatus(svc.name, "down", pid, svc.port, f"running but not answering; see {svc.log_file}"))
+            detail = f"running but not answering; see {svc.log_file}"
+            out.append(ComponentStatus(svc.name, "down", pid, svc.port, detail))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -44,10 +45,9 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    try:  # reap it if it is our own exited child, so it does not linger as a zombie
+    # Reap it if it is our own exited child, so it does not linger as a zombie.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except OSError as e:
@@ -121,7 +121,7 @@ class Service(ABC):
     def probe(self) -> bool:
         """True when the service really answers a request (not merely an open port)."""
 
-    def after_ready(self) -> None:
+    def after_ready(self) -> None:  # noqa: B027 - optional hook, most services need nothing
         """Create what the project needs inside the service (topics, keyspace, database). Idempotent."""
 
     # ---- lifecycle ---------------------------------------------------------------------------

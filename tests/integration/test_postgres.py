@@ -23,7 +23,8 @@ def test_rows_written_and_upserted_read_back(conn):
             "insert into t values (%s, %s) on conflict (k) do update set n = excluded.n",
             [(f"k{i}", i * 2) for i in range(500)],
         )
-    assert conn.execute("select count(*), sum(n) from t").fetchone() == (1000, sum(range(500)) * 2 + sum(range(500, 1000)))
+    expected_sum = sum(range(500)) * 2 + sum(range(500, 1000))
+    assert conn.execute("select count(*), sum(n) from t").fetchone() == (1000, expected_sum)
 
 
 def test_extensions_available_here_are_installed(conn):

@@ -73,7 +73,9 @@ def test_port_taken_by_a_stranger_names_the_component_and_the_setting(stack, tmp
         squatter.listen()
         port = squatter.getsockname()[1]
         r = tally(
-            "stack", "up", "prometheus",
+            "stack",
+            "up",
+            "prometheus",
             env={"TALLY_STATE_DIR": str(tmp_path), "TALLY_PROMETHEUS_PORT": str(port)},
         )
     assert r.returncode == 1
@@ -93,3 +95,26 @@ def test_down_stops_every_process_of_ours_and_keeps_data_then_up_restores(stack)
     r = tally("stack", "up")
     assert r.returncode == 0, r.stdout + r.stderr
     assert status_json()[0] == 0
+
+
+def test_failed_download_names_the_component_and_the_reason(tmp_path):
+    import shutil
+
+    deploy = tmp_path / "deploy"
+    shutil.copytree(stack_deploy_dir(), deploy)
+    pom = deploy / "local" / "pom.xml"
+    pom.write_text(pom.read_text().replace("<kafka.version>", "<kafka.version>0.0.0-no-such-release"))
+    r = tally(
+        "stack",
+        "up",
+        "kafka",
+        env={"TALLY_STATE_DIR": str(tmp_path / "state"), "TALLY_DEPLOY_DIR": str(deploy), "TALLY_KAFKA_PORT": "29092"},
+    )
+    assert r.returncode == 1
+    assert "kafka" in r.stdout and "Maven could not resolve the jars" in r.stdout
+
+
+def stack_deploy_dir():
+    from tally.settings import Settings
+
+    return Settings().deploy_dir

@@ -23,16 +23,11 @@ def test_hypertable_upsert_overwrites_and_time_bucket_regroups(conn):
     )
     conn.execute("select create_hypertable('conf_rollup', by_range('bucket', interval '1 day'))")
     rows = [(f"2026-11-26T10:{m:02d}:00Z", "click", m) for m in range(60)]
-    upsert = (
-        "insert into conf_rollup values (%s, %s, %s)"
-        " on conflict (event_type, bucket) do update set n = excluded.n"
-    )
+    upsert = "insert into conf_rollup values (%s, %s, %s) on conflict (event_type, bucket) do update set n = excluded.n"
     with conn.cursor() as cur:
         cur.executemany(upsert, rows)
         cur.executemany(upsert, rows)  # a replayed batch must not double count
-    total = conn.execute(
-        "select time_bucket('1 hour', bucket), sum(n) from conf_rollup group by 1"
-    ).fetchall()
+    total = conn.execute("select time_bucket('1 hour', bucket), sum(n) from conf_rollup group by 1").fetchall()
     assert len(total) == 1 and total[0][1] == sum(range(60))
 
 
