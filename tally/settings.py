@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     # 1 GiB is ample for one broker at 115 K events/s: Kafka serves from the page cache, not the heap.
     kafka_heap: str = "1g"
     kafka_partitions: int = 4
-    kafka_topics: tuple[str, ...] = ("events", "events.dlq", "events.late")
+    events_topic: str = "events"
+    dlq_topic: str = "events.dlq"
+    late_topic: str = "events.late"
 
     # Cassandra 5.0, one node.
     cassandra_port: int = 9042
@@ -39,6 +41,8 @@ class Settings(BaseSettings):
     # 2 GiB of a 24 GiB, 2-core box: the rest is page cache and the other services.
     cassandra_heap: str = "2g"
     cassandra_keyspace: str = "tally"
+    # Raw events expire after this long; /api/filtered_events looks back at most 31 days.
+    raw_ttl_s: int = 35 * 24 * 3600
 
     # PostgreSQL 15 (+ TimescaleDB when installed), its own cluster, not the system one.
     pg_port: int = 5433
@@ -47,6 +51,15 @@ class Settings(BaseSettings):
     pg_database: str = "tally"
     pg_bin_dir: Path | None = None  # found from pg_config / Debian's layout when unset
 
+    # The dataflow: one Bytewax process per core, each owning the Kafka partitions p % processes.
+    dataflow_processes: int = 2
+    # Open buckets' partial values are written at least this often (the freshness promise is 2 s).
+    flush_interval_s: float = 1.0
+    # An event up to this far behind the watermark still updates its bucket; later ones are late.
+    allowed_lateness_s: int = 300
+    # Messages fetched per Kafka poll: large batches keep per-event overhead in C, not Python.
+    consume_batch: int = 10_000
+
     prometheus_port: int = 9090
     # Where Prometheus finds Tally's own processes (they serve /metrics).
     api_port: int = 8000
@@ -54,6 +67,10 @@ class Settings(BaseSettings):
 
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
+
+    @property
+    def kafka_topics(self) -> tuple[str, ...]:
+        return (self.events_topic, self.dlq_topic, self.late_topic)
 
     @property
     def kafka_bootstrap(self) -> str:

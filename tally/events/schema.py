@@ -100,10 +100,18 @@ def decode_ndjson(body: bytes) -> tuple[list[Event], list[EventError]]:
     lines = [line for line in body.split(b"\n") if line.strip()]
     if not lines:
         raise BodyError("the body has no NDJSON lines")
+    return decode_messages(lines)
+
+
+def decode_messages(items: list[bytes]) -> tuple[list[Event], list[EventError]]:
+    """Decode one JSON event per item (NDJSON lines, Kafka message values) in a single msgspec call;
+    only if that fails, item by item to find the bad ones."""
+    if not items:
+        return [], []
     try:
-        return _many.decode(b"[" + b",".join(lines) + b"]"), []
+        return _many.decode(b"[" + b",".join(items) + b"]"), []
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return _decode_each(lines)
+        return _decode_each(items)
 
 
 def _decode_each(items: list) -> tuple[list[Event], list[EventError]]:

@@ -1,0 +1,56 @@
+"""The stateful step: decode a Kafka batch, fold it into the partition's open buckets, flush on time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from dataflows.kafka_source import KafkaBatch
+from tally.events.schema import decode_messages
+from tally.rollup import Flush, PartitionAggregator
+
+
+@dataclass
+class PartitionState:
+    agg: PartitionAggregator
+    last_flush: float = field(default_factory=time.monotonic)
+    invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
+    next_offset: int = 0
+    pending: bool = False  # something changed since the last flush
+
+
+class Aggregate:
+    """`op.stateful_map` mapper, keyed by Kafka partition."""
+
+    def __init__(self, allowed_lateness_s: int, flush_interval_s: float, clock=time.monotonic):
+        self.allowed_lateness_s = allowed_lateness_s
+        self.flush_interval_s = flush_interval_s
+        self.clock = clock
+
+    def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
+        if state is None:
+            restore = batch.restore
+            agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, restore.watermark if restore else None)
+            if restore:
+                for key, acc in restore.cells.items():
+                    agg.restore(key, acc)
+            state = PartitionState(agg, last_flush=self.clock())
+        if batch.values:
+            events, errors = decode_messages(batch.values)
+            for e in errors:
+                reason = f"{e.field}: {e.message}" if e.field else e.message
+                state.invalid.append((batch.offsets[e.index], batch.values[e.index], reason))
+            state.agg.add(events)
+            state.pending = True
+        state.next_offset = batch.next_offset
+        now = self.clock()
+        if now - state.last_flush < self.flush_interval_s:
+            return state, None
+        closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
+        if not state.pending and not closing:
+            return state, None
+        flush = state.agg.flush(state.next_offset, state.invalid)
+        state.invalid = []
+        state.pending = False
+        state.last_flush = now
+        return state, flush

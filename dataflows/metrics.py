@@ -1,0 +1,23 @@
+"""The dataflow's Prometheus metrics; each dataflow process serves them on its own port."""
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+EVENTS = Counter("tally_dataflow_events_total", "Events aggregated into rollups", ["partition"])
+LATE = Counter(
+    "tally_dataflow_late_events_total", "Events too late for their bucket, sent to events.late", ["partition"]
+)
+INVALID = Counter("tally_dataflow_invalid_messages_total", "Malformed Kafka messages sent to events.dlq", ["partition"])
+ROWS = Counter("tally_dataflow_rollup_rows_written_total", "Rollup rows upserted", ["partition"])
+RAW = Counter("tally_dataflow_raw_events_written_total", "Raw events written to Cassandra", ["partition"])
+FLUSH_SECONDS = Histogram(
+    "tally_dataflow_flush_seconds",
+    "Time to make one flush durable (DLQ/late topics, Cassandra, PostgreSQL)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
+COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
+OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open (minute, event_type, source) cells held in memory", ["partition"])
+
+
+def serve(port: int) -> None:
+    start_http_server(port, addr="127.0.0.1")

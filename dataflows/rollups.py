@@ -1,0 +1,68 @@
+"""The rollup dataflow: Kafka `events` -> minute rollups in PostgreSQL + raw events in Cassandra.
+
+    kafka_in (a Kafka batch per item, per partition)
+      -> aggregate (decode, fold into open minute buckets; flush every `flush_interval_s`)
+      -> flush_due (only flushes go on)
+      -> commit_out (DLQ + late topics, Cassandra, then rollups + offset in one PostgreSQL transaction)
+
+Malformed messages and late events are part of each flush and always written to their topics
+(`events.dlq`, `events.late`) before the offset moves: never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from dataflows.aggregate import Aggregate
+from dataflows.commit_sink import CommitSink
+from dataflows.kafka_source import KafkaPartitionsSource
+from tally.settings import Settings, get_settings
+
+
+def owned_partitions(partitions: int, process: int, processes: int) -> list[int]:
+    return [p for p in range(partitions) if p % processes == process]
+
+
+def get_flow(
+    settings: Settings,
+    partitions: list[int] | None = None,
+    source: Source | None = None,
+    sink: Sink | None = None,
+) -> Dataflow:
+    flow = Dataflow("tally_rollups")
+    if source is None:
+        source = KafkaPartitionsSource(
+            settings, partitions if partitions is not None else list(range(settings.kafka_partitions))
+        )
+    batches = op.input("kafka_in", flow, source)
+    flushes = op.stateful_map("aggregate", batches, Aggregate(settings.allowed_lateness_s, settings.flush_interval_s))
+    due = op.filter_map("flush_due", flushes, lambda key_flush: key_flush[1])
+    op.output("commit_out", due, sink if sink is not None else CommitSink(settings))
+    return flow
+
+
+def main() -> None:
+    from bytewax.run import cli_main
+
+    from dataflows import metrics
+
+    parser = argparse.ArgumentParser(description="Run one process of Tally's rollup dataflow.")
+    parser.add_argument("--process", type=int, default=0, help="this process' index")
+    parser.add_argument("--processes", type=int, default=None, help="how many processes share the partitions")
+    args = parser.parse_args()
+    settings = get_settings()
+    processes = args.processes or settings.dataflow_processes
+    metrics.serve(settings.dataflow_metrics_port + args.process)
+    parts = owned_partitions(settings.kafka_partitions, args.process, processes)
+    # Each process is an independent single-worker dataflow over its own partitions: no data
+    # crosses processes, so nothing is pickled between them.
+    cli_main(get_flow(settings, parts), workers_per_process=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+-- PostgreSQL/TimescaleDB schema of Tally's rollups. Applied idempotently by `tally stack up`
+-- and by the dataflow at start. Wider rollups are dbt models (dbt_project/) built on these tables.
+
+-- Minute rollups, one row per (minute, event_type, source) per Kafka partition: a partition
+-- owns its rows, overwrites them with its running totals and commits its offset in the same
+-- transaction, so a replay after a crash rewrites the same numbers instead of adding them again.
+create table if not exists rollup_1m (
+    bucket timestamptz not null,
+    event_type text not null,
+    source text not null,
+    kafka_partition smallint not null,
+    event_count bigint not null,
+    value_count bigint not null,
+    value_sum double precision not null,
+    value_min double precision,
+    value_max double precision,
+    -- unique users: postgresql-hll storage format, merged with hll_union_agg(users::hll)
+    users bytea not null,
+    final boolean not null,
+    updated_at timestamptz not null default now(),
+    primary key (event_type, source, bucket, kafka_partition)
+);
+create index if not exists rollup_1m_bucket on rollup_1m (bucket);
+create index if not exists rollup_1m_open on rollup_1m (kafka_partition, bucket) where not final;
+
+-- Where each partition's consumer resumes, written in the same transaction as its rollups.
+create table if not exists stream_offsets (
+    topic text not null,
+    kafka_partition integer not null,
+    next_offset bigint not null,
+    watermark timestamptz,
+    updated_at timestamptz not null default now(),
+    primary key (topic, kafka_partition)
+);
+
+do $$
+begin
+    if exists (select 1 from pg_extension where extname = 'timescaledb') then
+        perform create_hypertable('rollup_1m', by_range('bucket', interval '1 day'), if_not_exists => true);
+    end if;
+end
+$$;

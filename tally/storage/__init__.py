@@ -1,0 +1,1 @@
+"""Clients of Tally's stores: rollups in PostgreSQL/TimescaleDB, raw events in Cassandra."""

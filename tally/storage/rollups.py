@@ -1,0 +1,86 @@
+"""Writing and reading minute rollups in PostgreSQL/TimescaleDB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+
+from tally.rollup import Acc, Flush, Key
+from tally.settings import REPO_ROOT, Settings
+from tally.sketch import Hll
+
+SCHEMA = REPO_ROOT / "tally" / "schema" / "postgres.sql"
+SCHEMA_LOCK = 0x7461_6C6C  # "tall": any constant shared by every process applying the schema
+
+_UPSERT = """
+insert into rollup_1m (bucket, event_type, source, kafka_partition, event_count, value_count,
+                       value_sum, value_min, value_max, users, final, updated_at)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+on conflict (event_type, source, bucket, kafka_partition) do update set
+    event_count = excluded.event_count, value_count = excluded.value_count,
+    value_sum = excluded.value_sum, value_min = excluded.value_min, value_max = excluded.value_max,
+    users = excluded.users, final = excluded.final, updated_at = excluded.updated_at
+"""
+
+_OFFSET = """
+insert into stream_offsets (topic, kafka_partition, next_offset, watermark, updated_at)
+values (%s, %s, %s, %s, now())
+on conflict (topic, kafka_partition) do update set
+    next_offset = excluded.next_offset, watermark = excluded.watermark, updated_at = excluded.updated_at
+"""
+
+
+def connect(settings: Settings, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(settings.pg_dsn, **kwargs)
+
+
+def apply_schema(conn: psycopg.Connection) -> None:
+    # Several dataflow processes start at once; concurrent `create ... if not exists` can still collide.
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA.read_text())
+
+
+def write_flush(conn: psycopg.Connection, topic: str, flush: Flush) -> None:
+    """Overwrite the partition's changed rows and move its offset, atomically."""
+    params = [
+        (
+            r.bucket_time,
+            r.event_type,
+            r.source,
+            r.partition,
+            r.acc.count,
+            r.acc.value_count,
+            r.acc.value_sum,
+            r.acc.value_min,
+            r.acc.value_max,
+            r.acc.users.to_bytes(),
+            r.final,
+        )
+        for r in flush.rows
+    ]
+    watermark = datetime.fromtimestamp(flush.watermark, UTC) if flush.watermark is not None else None
+    with conn.transaction(), conn.cursor() as cur:
+        if params:
+            cur.executemany(_UPSERT, params)
+        cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))
+
+
+def load_partition(conn: psycopg.Connection, topic: str, partition: int) -> tuple[int | None, int | None, dict]:
+    """Where a partition resumes: (next offset, watermark, open cells) as last committed."""
+    row = conn.execute(
+        "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
+        (topic, partition),
+    ).fetchone()
+    if row is None:
+        return None, None, {}
+    next_offset, watermark = row
+    cells: dict[Key, Acc] = {}
+    for bucket, et, src, cnt, vc, vs, vmin, vmax, users in conn.execute(
+        "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users"
+        " from rollup_1m where kafka_partition = %s and not final",
+        (partition,),
+    ):
+        cells[(int(bucket.timestamp()), et, src)] = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+    return next_offset, int(watermark.timestamp()) if watermark else None, cells

@@ -1,0 +1,149 @@
+"""The aggregation logic alone, without Bytewax: exact per-minute results, lateness, merging."""
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tally.events.schema import Event
+from tally.rollup import BUCKET_S, Acc, PartitionAggregator, bucket_of
+
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def ev(i: int, seconds: float, event_type="click", source="web", value=None, user=None) -> Event:
+    return Event(f"e{i}", event_type, T0 + timedelta(seconds=seconds), source, user, value)
+
+
+def truth(events):
+    cells = defaultdict(lambda: {"count": 0, "sum": 0.0, "vals": []})
+    for e in events:
+        c = cells[(bucket_of(e.timestamp.timestamp()), e.event_type, e.source)]
+        c["count"] += 1
+        if e.value is not None:
+            c["sum"] += e.value
+            c["vals"].append(e.value)
+    return {
+        k: (v["count"], v["sum"], min(v["vals"], default=None), max(v["vals"], default=None)) for k, v in cells.items()
+    }
+
+
+def final_rows(flushes):
+    latest = {}
+    for f in flushes:
+        for r in f.rows:
+            latest[(r.bucket, r.event_type, r.source)] = r
+    return {k: (r.acc.count, r.acc.value_sum, r.acc.value_min, r.acc.value_max) for k, r in latest.items()}
+
+
+def test_rows_equal_the_ground_truth_per_minute_type_and_source():
+    rng = random.Random(7)
+    events = [
+        ev(
+            i,
+            rng.uniform(0, 180),
+            rng.choice(["click", "view"]),
+            rng.choice(["web", "ios"]),
+            rng.choice([None, 1.5, -2, 10]),
+        )
+        for i in range(2000)
+    ]
+    agg = PartitionAggregator(0, allowed_lateness_s=300)
+    flushes = []
+    for i in range(0, len(events), 137):
+        agg.add(events[i : i + 137])
+        flushes.append(agg.flush(i, []))
+    assert final_rows(flushes) == {k: v for k, v in truth(events).items()}
+    assert sum(len(f.raw) for f in flushes) == 2000 and not any(f.late for f in flushes)
+
+
+def test_an_event_behind_the_watermark_by_more_than_the_lateness_is_late_and_not_counted():
+    agg = PartitionAggregator(0, allowed_lateness_s=60)
+    agg.add([ev(1, 0), ev(2, 400)])  # watermark now T0+400 s
+    agg.add([ev(3, 30), ev(4, 350)])  # minute 0 ended at 60 s: 60 + 60 <= 400, so late; 350 s is in bound
+    flush = agg.flush(4, [])
+    assert [e.event_id for e in flush.late] == ["e3"]
+    rows = {r.bucket - bucket_of(T0.timestamp()): r for r in flush.rows}
+    assert rows[0].acc.count == 1 and rows[0].final  # closed, written once more as final, then evicted
+    assert rows[300].acc.count == 1 and not rows[300].final  # e4: its minute ends at 360 s, + 60 s > 400 s
+    assert rows[360].acc.count == 1 and not rows[360].final
+    assert all(k[0] != bucket_of(T0.timestamp()) for k in agg.open)
+
+
+def test_a_backlog_replayed_after_a_stall_marks_nothing_late():
+    # The watermark follows event time, not the wall clock: replaying an hour-old backlog in order
+    # must not make its own events late, however long the dataflow was stopped.
+    agg = PartitionAggregator(0, allowed_lateness_s=300)
+    events = [ev(i, i * 0.5) for i in range(7200)]  # one hour, in order, shuffled within 4 minutes
+    rng = random.Random(3)
+    for i in range(0, len(events), 480):
+        chunk = events[i : i + 480]
+        rng.shuffle(chunk)
+        agg.add(chunk)
+    assert agg.flush(0, []).late == []
+
+
+def test_restored_cells_continue_where_the_committed_state_left_off():
+    first = PartitionAggregator(0, allowed_lateness_s=300)
+    first.add([ev(i, i) for i in range(30)])
+    committed = first.flush(30, [])
+    second = PartitionAggregator(0, 300, committed.watermark)
+    for r in committed.rows:
+        second.restore((r.bucket, r.event_type, r.source), r.acc)
+    second.add([ev(i, i) for i in range(30, 50)])
+    (row,) = second.flush(50, []).rows
+    assert row.acc.count == 50
+
+
+batches = st.lists(
+    st.tuples(
+        st.integers(0, 3 * BUCKET_S - 1), st.sampled_from(["a", "b"]), st.one_of(st.none(), st.floats(-1e6, 1e6))
+    ),
+    min_size=1,
+    max_size=200,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(batches, st.randoms(use_true_random=False), st.integers(1, 50))
+def test_any_split_and_order_of_a_batch_gives_the_same_rollup(items, rnd, chunk):
+    events = [ev(i, s, t, value=v, user=f"u{i % 13}") for i, (s, t, v) in enumerate(items)]
+    one = PartitionAggregator(0, 3600)
+    one.add(events)
+    whole = {(r.bucket, r.event_type): r.acc for r in one.flush(0, []).rows}
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    many = PartitionAggregator(0, 3600)
+    for i in range(0, len(shuffled), chunk):
+        many.add(shuffled[i : i + chunk])
+    parts = {(r.bucket, r.event_type): r.acc for r in many.flush(0, []).rows}
+    assert whole.keys() == parts.keys()
+    for k, a in whole.items():
+        b = parts[k]
+        assert (a.count, a.value_count, a.value_min, a.value_max) == (b.count, b.value_count, b.value_min, b.value_max)
+        assert abs(a.value_sum - b.value_sum) <= 1e-6 * max(1.0, abs(a.value_sum))
+        assert a.users.to_bytes() == b.users.to_bytes()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 100), st.one_of(st.none(), st.integers(-50, 50))), max_size=60),
+    st.integers(0, 60),
+)
+def test_merging_accumulators_equals_accumulating_everything(items, cut):
+    whole, left, right = Acc(), Acc(), Acc()
+    for i, (u, v) in enumerate(items):
+        value = None if v is None else float(v)
+        whole.add(value, f"u{u}")
+        (left if i < cut else right).add(value, f"u{u}")
+    left.merge(right)
+    assert (left.count, left.value_count, left.value_sum, left.value_min, left.value_max) == (
+        whole.count,
+        whole.value_count,
+        whole.value_sum,
+        whole.value_min,
+        whole.value_max,
+    )
+    assert left.users.to_bytes() == whole.users.to_bytes()

@@ -1,0 +1,79 @@
+"""The dataflow graph with Bytewax's TestingSource/TestingSink, on one and on two workers."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.kafka_source import KafkaBatch, Restore
+from dataflows.rollups import get_flow, owned_partitions
+from tally.events.schema import Event, encode_event
+from tally.settings import Settings
+
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def message(i: int, seconds: float, event_type: str = "click") -> bytes:
+    return encode_event(Event(f"e{i}", event_type, T0 + timedelta(seconds=seconds), "web", f"u{i % 5}", float(i)))
+
+
+def batches(partition: int, values: list[bytes], size: int, first_offset: int = 0):
+    out = []
+    for i in range(0, len(values), size):
+        chunk = values[i : i + size]
+        offsets = list(range(first_offset + i, first_offset + i + len(chunk)))
+        restore = Restore(None, {}) if i == 0 else None
+        out.append((str(partition), KafkaBatch(partition, chunk, offsets, offsets[-1] + 1, restore)))
+    return out
+
+
+def run(items, workers: int):
+    settings = Settings(flush_interval_s=0.0, allowed_lateness_s=120)
+    out: list = []
+    flow = get_flow(settings, source=TestingSource(items), sink=TestingSink(out))
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counts_per_minute_and_offsets_are_exact_on_one_and_two_workers(workers):
+    p0 = [message(i, i % 120) for i in range(300)]
+    p1 = [message(1000 + i, 30 + i % 60, "view") for i in range(200)]
+    items = [x for pair in zip(batches(0, p0, 50), batches(1, p1, 50) + [None] * 2, strict=False) for x in pair if x]
+    flushes = run(items, workers)
+    latest = {}
+    for f in flushes:
+        for r in f.rows:
+            latest[(r.partition, r.bucket, r.event_type)] = r.acc.count
+    minute = int(T0.timestamp())
+    expected = {
+        (0, minute, "click"): sum(1 for i in range(300) if i % 120 < 60),
+        (0, minute + 60, "click"): sum(1 for i in range(300) if i % 120 >= 60),
+        (1, minute, "view"): sum(1 for i in range(200) if 30 + i % 60 < 60),
+        (1, minute + 60, "view"): sum(1 for i in range(200) if 30 + i % 60 >= 60),
+    }
+    assert latest == expected
+    assert max(f.next_offset for f in flushes if f.partition == 0) == 300
+    assert max(f.next_offset for f in flushes if f.partition == 1) == 200
+    assert sum(len(f.raw) for f in flushes) == 500
+
+
+def test_malformed_messages_go_to_the_dead_letter_list_with_offset_and_reason():
+    values = [message(0, 1), b'{"event_id":"x","event_type":"BAD","timestamp":"2026-11-26T10:00:00Z"}', b"not json"]
+    (flush,) = run(batches(0, values, 3), 1)
+    assert [(o, reason.split(":")[0]) for o, _v, reason in flush.invalid] == [(1, "event_type"), (2, "not valid JSON")]
+    assert flush.rows[0].acc.count == 1 and flush.next_offset == 3
+
+
+def test_late_events_are_routed_to_the_late_list_not_dropped():
+    values = [message(0, 0), message(1, 600), message(2, 10)]  # e2 is 590 s behind: beyond 120 s lateness
+    flushes = run(batches(0, values, 2), 1)
+    assert [e.event_id for f in flushes for e in f.late] == ["e2"]
+
+
+def test_processes_split_the_partitions_between_them():
+    assert owned_partitions(4, 0, 2) == [0, 2] and owned_partitions(4, 1, 2) == [1, 3]
+    assert sorted(owned_partitions(5, 0, 3) + owned_partitions(5, 1, 3) + owned_partitions(5, 2, 3)) == list(range(5))
