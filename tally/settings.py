@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     pg_database: str = "tally"
     pg_bin_dir: Path | None = None  # found from pg_config / Debian's layout when unset
 
+    # The API: worker processes (uvicorn), request limits, how long to wait for Kafka's ack.
+    api_workers: int = 2
+    max_body_bytes: int = 10 * 1024 * 1024
+    produce_timeout_s: float = 5.0
+    retry_after_s: int = 5
+
     # The dataflow: one Bytewax process per core, each owning the Kafka partitions p % processes.
     dataflow_processes: int = 2
     # Open buckets' partial values are written at least this often (the freshness promise is 2 s).

@@ -1,0 +1,39 @@
+"""What routes receive: settings and the clients opened once per process in the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg_pool import AsyncConnectionPool
+
+from tally.producer import BatchProducer
+from tally.settings import Settings
+from tally.storage.raw_events import RawEventReader
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _producer(request: Request) -> BatchProducer:
+    return request.app.state.producer
+
+
+def _pg(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pg
+
+
+def _has_hll(request: Request) -> bool:
+    return request.app.state.pg_has_hll
+
+
+def _raw(request: Request) -> RawEventReader:
+    return request.app.state.raw
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ProducerDep = Annotated[BatchProducer, Depends(_producer)]
+PgPoolDep = Annotated[AsyncConnectionPool, Depends(_pg)]
+RawReaderDep = Annotated[RawEventReader, Depends(_raw)]
+HasHllDep = Annotated[bool, Depends(_has_hll)]

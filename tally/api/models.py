@@ -1,0 +1,55 @@
+"""Response shapes, for the OpenAPI docs and clients. Hot routes encode with msgspec directly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class EventErrorOut(BaseModel):
+    index: int = Field(description="Position of the event in the body (array index or NDJSON line).")
+    field: str | None = Field(description="The field at fault, if one is.")
+    message: str
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="Events acknowledged by Kafka (acks=all).")
+    rejected: int
+    errors: list[EventErrorOut]
+
+
+class Point(BaseModel):
+    t: datetime = Field(description="Bucket start, UTC.")
+    count: int | None = None
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    avg: float | None = None
+    unique_users: int | None = None
+
+
+class Series(BaseModel):
+    group: dict[str, str]
+    points: list[Point]
+
+
+class AggregateResult(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: str
+    metrics: list[str]
+    group_by: list[str]
+    series: list[Series]
+    as_of: datetime | None = Field(description="When the dataflow last committed rollups.")
+
+
+class FilteredEvents(BaseModel):
+    events: list[dict[str, Any]] = Field(description="Events as ingested, newest first, ties by event_id.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str]
