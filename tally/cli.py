@@ -87,7 +87,7 @@ def stack_status(
 
 @stack.command("logs")
 def stack_logs(
-    component: Annotated[str, typer.Argument(help="kafka, cassandra, postgres or prometheus.")],
+    component: Annotated[str, typer.Argument(help="kafka, cassandra, postgres, prometheus, api or dataflow.")],
     lines: Annotated[int, typer.Option("-n", help="How many lines to show.")] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -38,7 +39,9 @@ class Prometheus(Service):
             template.safe_substitute(
                 prometheus_port=s.prometheus_port,
                 api_port=s.api_port,
-                dataflow_metrics_port=s.dataflow_metrics_port,
+                dataflow_targets=json.dumps(
+                    [f"127.0.0.1:{s.dataflow_metrics_port + i}" for i in range(s.dataflow_processes)]
+                ),
                 rules_dir=s.deploy_dir / "prometheus" / "rules",
             )
         )

@@ -6,17 +6,26 @@ import time
 from dataclasses import asdict, dataclass
 
 from tally.settings import Settings
+from tally.stack.apps import Api, Dataflow, Supervised
 from tally.stack.cassandra import Cassandra
 from tally.stack.install import say
 from tally.stack.kafka import Kafka
 from tally.stack.postgres import Postgres
 from tally.stack.prometheus import Prometheus
-from tally.stack.service import Service, StackError, cmdline, pid_alive
+from tally.stack.service import STACK_ENV, Service, StackError, cmdline, pid_alive
 
 
 def services(settings: Settings) -> list[Service]:
-    # Start order: the slow JVMs first, so their start-up overlaps with everything else.
-    return [Cassandra(settings), Kafka(settings), Postgres(settings), Prometheus(settings)]
+    # Start order: the slow JVMs first, so their start-up overlaps with everything else; then
+    # Tally's own processes, which need the stores (see Service.tier).
+    return [
+        Cassandra(settings),
+        Kafka(settings),
+        Postgres(settings),
+        Prometheus(settings),
+        Api(settings),
+        Dataflow(settings),
+    ]
 
 
 def select(settings: Settings, names: list[str] | None) -> list[Service]:
@@ -37,11 +46,13 @@ class ComponentStatus:
     pid: int | None
     port: int
     detail: str = ""
+    pids: list[int] | None = None  # for components that run several processes
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        if not d["detail"]:
-            del d["detail"]
+        for optional in ("detail", "pids"):
+            if not d[optional]:
+                del d[optional]
         return d
 
 
@@ -52,7 +63,8 @@ def status(settings: Settings, names: list[str] | None = None) -> list[Component
         if pid is None:
             out.append(ComponentStatus(svc.name, "down", None, svc.port, "not running"))
         elif svc.probe():
-            out.append(ComponentStatus(svc.name, "up", pid, svc.port))
+            pids = svc.pids() if isinstance(svc, Supervised) else None
+            out.append(ComponentStatus(svc.name, "up", pid, svc.port, pids=pids))
         else:
             detail = f"running but not answering; see {svc.log_file}"
             out.append(ComponentStatus(svc.name, "down", pid, svc.port, detail))
@@ -72,9 +84,21 @@ def up(settings: Settings, names: list[str] | None = None) -> list[UpResult]:
     failed service, so a half-started stack still reports which part failed."""
     chosen = select(settings, names)
     t0 = time.monotonic()
+    results: dict[str, UpResult] = {}
+    for tier in sorted({s.tier for s in chosen}):
+        if tier > 0 and not all(r.ok for r in results.values()):
+            for svc in chosen:
+                if svc.tier == tier:
+                    msg = f"{svc.name}: not started because a store failed"
+                    results[svc.name] = UpResult(svc.name, False, time.monotonic() - t0, msg)
+            continue
+        _up_tier(settings, [s for s in chosen if s.tier == tier], results, t0)
+    return [results[s.name] for s in chosen]
+
+
+def _up_tier(settings: Settings, chosen: list[Service], results: dict[str, UpResult], t0: float) -> None:
     started: dict[str, int] = {}
     already: set[str] = set()
-    results: dict[str, UpResult] = {}
     for svc in chosen:
         pid = svc.pid()
         if pid is not None:
@@ -102,7 +126,6 @@ def up(settings: Settings, names: list[str] | None = None) -> list[UpResult]:
             results[svc.name] = UpResult(
                 svc.name, False, time.monotonic() - t0, f"{svc.name}: {e} (log: {svc.log_file})"
             )
-    return [results[s.name] for s in chosen]
 
 
 def down(settings: Settings, names: list[str] | None = None, purge: bool = False) -> list[str]:
@@ -122,11 +145,16 @@ def our_processes(settings: Settings) -> list[tuple[int, str]]:
     from pathlib import Path
 
     marker = str(settings.state_dir.resolve())
+    env_marker = f"{STACK_ENV}={settings.state_dir}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             pid = int(entry.name)
             line = cmdline(pid)
-            if marker in line and pid_alive(pid):
+            try:
+                inherited = env_marker in (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                inherited = False
+            if (marker in line or inherited) and pid_alive(pid):
                 found.append((pid, line[:120]))
     return found

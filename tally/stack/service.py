@@ -16,6 +16,10 @@ from pathlib import Path
 
 from tally.settings import Settings
 
+# Every process of a stack, and everything it forks, carries this variable naming the stack's state
+# dir, so `down` can be checked to leave nothing behind (children's command lines need not say).
+STACK_ENV = "TALLY_STACK_DIR"
+
 
 class StackError(RuntimeError):
     """A service could not be installed, configured or started; the message says which and why."""
@@ -72,6 +76,10 @@ class Service(ABC):
     name: str
     # Seconds a SIGTERM gets before SIGKILL: Cassandra and Kafka flush on a clean stop.
     stop_grace_s: float = 30.0
+    # SIGTERM the whole process group (the service and any helpers it forked) on stop.
+    signal_group_first: bool = True
+    # Start order: stores (0) answer before Tally's own processes (1) start.
+    tier: int = 0
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -138,6 +146,11 @@ class Service(ABC):
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def pids(self) -> list[int]:
+        """Every process doing the service's work (several for supervised services)."""
+        pid = self.pid()
+        return [pid] if pid else []
+
     def start(self) -> int:
         if port_in_use(self.port):
             raise StackError(
@@ -148,7 +161,7 @@ class Service(ABC):
         for d in (self.home, self.data_dir, self.conf_dir, self.log_file.parent, self.pid_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         spec = self.launch()
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **spec.env, STACK_ENV: str(self.settings.state_dir)}
         with open(self.log_file, "ab") as log:
             log.write(f"\n==== tally: starting {self.name} at {time.ctime()} ====\n".encode())
             log.flush()
@@ -183,7 +196,10 @@ class Service(ABC):
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        _signal_group(pid, signal.SIGTERM)
+        if self.signal_group_first:
+            _signal_group(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace_s
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -13,7 +13,7 @@ import time
 from tally.stack import runner
 from tally.stack.service import pid_alive
 
-NAMES = ["cassandra", "kafka", "postgres", "prometheus"]
+NAMES = ["api", "cassandra", "dataflow", "kafka", "postgres", "prometheus"]
 
 
 def tally(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -118,3 +118,20 @@ def stack_deploy_dir():
     from tally.settings import Settings
 
     return Settings().deploy_dir
+
+
+def test_supervisor_restarts_a_killed_dataflow_process_and_status_lists_every_pid(stack):
+    _, comps = status_json()
+    pids = comps["dataflow"]["pids"]
+    assert len(pids) == stack.dataflow_processes and all(pid_alive(p) for p in pids)
+    assert len(comps["api"]["pids"]) == 1  # uvicorn's master; it runs the workers
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, comps = status_json()
+        now = comps["dataflow"].get("pids", [])
+        if code == 0 and len(now) == stack.dataflow_processes and pids[0] not in now:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"dataflow process {pids[0]} was not replaced: {comps['dataflow']}")

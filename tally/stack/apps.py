@@ -1,0 +1,122 @@
+"""Tally's own processes in the local stack: the API and the dataflow, each under a supervisor
+(tally.stack.supervise) that restarts what dies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import urllib.request
+
+from tally.stack.service import Launch, Service, pid_alive
+
+
+class Supervised(Service):
+    """A service whose main process is a supervisor of one or more children."""
+
+    stop_grace_s = 30.0
+    signal_group_first = False  # the supervisor stops its children itself, so none is restarted mid-stop
+    tier = 1  # started once the stores answer
+
+    def install(self) -> None:
+        pass
+
+    @property
+    def children_file(self):
+        return self.home / "children.pids"
+
+    def children(self) -> list[list[str]]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def launch(self) -> Launch:
+        argv = [sys.executable, "-m", "tally.stack.supervise", "--pids-file", str(self.children_file)]
+        for child in self.children():
+            argv += ["--child", json.dumps(child)]
+        return Launch(argv, env=self.env())
+
+    def pids(self) -> list[int]:
+        try:
+            found = [int(x) for x in self.children_file.read_text().split()]
+        except (OSError, ValueError):
+            return []
+        return [p for p in found if pid_alive(p)]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+class Api(Supervised):
+    name = "api"
+
+    @property
+    def port(self) -> int:
+        return self.settings.api_port
+
+    @property
+    def metrics_dir(self):
+        return self.home / "prometheus-multiproc"
+
+    def prepare(self) -> None:
+        # prometheus_client's multiprocess files must start empty, or dead workers' counts linger.
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
+
+    def env(self) -> dict[str, str]:
+        return {"PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+
+    def children(self) -> list[list[str]]:
+        s = self.settings
+        return [
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "tally.api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.api_port),
+                "--workers",
+                str(s.api_workers),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "10",
+            ]
+        ]
+
+    def probe(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.port}/healthz")
+
+
+class Dataflow(Supervised):
+    name = "dataflow"
+
+    @property
+    def port(self) -> int:
+        return self.settings.dataflow_metrics_port
+
+    @property
+    def port_setting(self) -> str:
+        return "TALLY_DATAFLOW_METRICS_PORT"
+
+    def prepare(self) -> None:
+        pass
+
+    def children(self) -> list[list[str]]:
+        n = self.settings.dataflow_processes
+        return [
+            [sys.executable, "-m", "dataflows.rollups", "--process", str(i), "--processes", str(n)] for i in range(n)
+        ]
+
+    def probe(self) -> bool:
+        ports = [self.port + i for i in range(self.settings.dataflow_processes)]
+        return all(_http_ok(f"http://127.0.0.1:{p}/metrics") for p in ports)
