@@ -1,4 +1,4 @@
-"""Shared test settings.
+"""Shared test settings, and the real stack started once per session (same code as `tally stack up`).
 
 Integration tests run their own stack: own state dir and ports shifted by 10,000, so a developer's
 `make run` stack on the default ports is never touched by `make test`.
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 
-from tally.settings import REPO_ROOT
+import pytest
+
+from tally.settings import REPO_ROOT, Settings
+from tally.stack import runner
 
 TEST_ENV = {
     "TALLY_STATE_DIR": str(REPO_ROOT / ".tally-test"),
@@ -26,3 +29,33 @@ TEST_ENV = {
 }
 for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings):
+    results = runner.up(settings)
+    failed = [r.message for r in results if not r.ok]
+    assert not failed, "the test stack did not come up:\n" + "\n".join(failed)
+    yield settings
+    # Leave no daemons behind unless asked to (a kept stack makes the next run start in seconds).
+    if os.environ.get("TALLY_TEST_KEEP_STACK") != "1":
+        runner.down(settings)
+
+
+@pytest.fixture(scope="session")
+def timescaledb_dsn(settings: Settings):
+    """DSN of a TimescaleDB engine: TALLY_TIMESCALEDB_DSN if set (a real server), else TimescaleDB-in-PGlite."""
+    if dsn := os.environ.get("TALLY_TIMESCALEDB_DSN"):
+        yield dsn
+        return
+    from tally.stack.timescaledb_lite import TimescaleLite
+
+    engine = TimescaleLite(settings)
+    engine.up()
+    yield engine.dsn
+    engine.stop()

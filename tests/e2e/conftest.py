@@ -1,0 +1,42 @@
+"""End-to-end: events in through the API, answers out of the API, through the whole real pipeline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="session")
+def api(stack) -> httpx.Client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A prefix that makes this test's event types its own, so tests never see each other's events."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def recent_window() -> tuple[datetime, datetime]:
+    """Two whole minutes ending at the current minute: recent enough never to be late."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=2), now
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 45, what: str = "condition") -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if check():
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
