@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test stop status lint install lock clean
+.PHONY: run test test-deps stop status lint install lock clean
 
 run: install
 	$(BIN)/tally up
@@ -17,8 +17,14 @@ stop: install
 status: install
 	@$(BIN)/tally status
 
-test: install
+test: install test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The UI test drives Debian's Chromium with playwright-core (npm; it downloads no browser).
+test-deps:
+	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) for the UI test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@test -d tests/ui/node_modules/playwright-core || (cd tests/ui && npm ci --no-audit --no-fund)
 
 lint: install
 	$(BIN)/ruff check tally dataflows orchestration tests

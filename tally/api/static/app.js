@@ -1,0 +1,146 @@
+// Tally's browser UI: a live chart from /api/aggregate and the matching raw events from
+// /api/filtered_events. Plain JS and uPlot (vendored from npm), no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
+const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
+let plot = null;
+let cursors = [null]; // cursor stack for event paging: cursors[i] fetches page i
+let page = 0;
+
+function range() {
+  if ($("range").value === "custom" && $("from").value && $("to").value) {
+    return [new Date($("from").value + "Z"), new Date($("to").value + "Z")];
+  }
+  const to = new Date(Math.ceil(Date.now() / 60e3) * 60e3);
+  return [new Date(to - (RANGES[$("range").value] || RANGES["1h"])), to];
+}
+
+function selectedTypes() {
+  return [...$("types").selectedOptions].map((o) => o.value);
+}
+
+function showError(msg) {
+  $("error").hidden = !msg;
+  $("error").textContent = msg || "";
+}
+
+async function getJSON(path, params) {
+  const r = await fetch(path + "?" + params.toString());
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.detail || r.statusText);
+  return body;
+}
+
+async function loadTypes() {
+  const to = new Date();
+  const from = new Date(to - 7 * 24 * 3600e3);
+  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), granularity: "1d", group_by: "event_type" });
+  const body = await getJSON("/api/aggregate", p);
+  const known = body.series.map((s) => s.group.event_type);
+  const chosen = new Set(selectedTypes());
+  $("types").replaceChildren(...known.map((t) => new Option(t, t, false, chosen.has(t))));
+}
+
+async function refreshChart() {
+  const [from, to] = range();
+  const metric = $("metric").value;
+  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), metrics: metric });
+  if ($("granularity").value) p.set("granularity", $("granularity").value);
+  if ($("group").value) p.set("group_by", $("group").value);
+  selectedTypes().forEach((t) => p.append("event_type", t));
+  const body = await getJSON("/api/aggregate", p);
+  $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
+  draw(body, metric, from, to);
+}
+
+function draw(body, metric, from, to) {
+  const times = [...new Set(body.series.flatMap((s) => s.points.map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
+  const index = new Map(times.map((t, i) => [t, i]));
+  const data = [times];
+  const series = [{}];
+  body.series.forEach((s, i) => {
+    const ys = new Array(times.length).fill(null);
+    s.points.forEach((p) => { ys[index.get(Date.parse(p.t) / 1000)] = p[metric]; });
+    data.push(ys);
+    const label = Object.values(s.group).join(" / ") || "all";
+    series.push({ label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, points: { show: times.length < 60 } });
+  });
+  const opts = {
+    width: Math.max(400, $("chart").clientWidth),
+    height: 320,
+    series,
+    scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
+    axes: [{}, { label: metric.replace("_", " ") }],
+  };
+  if (plot) plot.destroy();
+  plot = new uPlot(opts, data, $("chart"));
+}
+
+async function refreshEvents() {
+  const types = selectedTypes().length ? selectedTypes() : [...$("types").options].map((o) => o.value);
+  const tbody = $("events").tBodies[0];
+  if (!types.length) {
+    tbody.replaceChildren();
+    $("evinfo").textContent = "(no event types yet)";
+    return;
+  }
+  let [from, to] = range();
+  if (to - from > 31 * 24 * 3600e3) from = new Date(to - 31 * 24 * 3600e3);
+  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), limit: "50" });
+  types.forEach((t) => p.append("event_type", t));
+  if ($("fsource").value) p.set("source", $("fsource").value);
+  if ($("fuser").value) p.set("user_id", $("fuser").value);
+  const attr = $("fattr").value.split("=");
+  if (attr.length === 2 && attr[0]) p.set("attr." + attr[0].trim(), attr[1].trim());
+  if (cursors[page]) p.set("cursor", cursors[page]);
+  const body = await getJSON("/api/filtered_events", p);
+  cursors[page + 1] = body.next_cursor;
+  tbody.replaceChildren(...body.events.map(row));
+  $("evinfo").textContent = `page ${page + 1}, ${body.events.length} events, newest first`;
+  $("prev").disabled = page === 0;
+  $("next").disabled = !body.next_cursor;
+}
+
+function row(e) {
+  const tr = document.createElement("tr");
+  const cells = [e.timestamp, e.event_type, e.source ?? "unknown", e.user_id ?? "", e.value ?? "", JSON.stringify(e.attributes ?? {}), e.event_id];
+  cells.forEach((c, i) => {
+    const td = document.createElement("td");
+    td.textContent = c;
+    if (i === 5) td.className = "attrs";
+    tr.appendChild(td);
+  });
+  return tr;
+}
+
+async function refreshAll(resetPaging) {
+  if (resetPaging) { cursors = [null]; page = 0; }
+  try {
+    await refreshChart();
+    await refreshEvents();
+    showError(null);
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+$("controls").addEventListener("change", (ev) => {
+  $("custom").hidden = $("range").value !== "custom";
+  refreshAll(ev.target.id !== "live");
+});
+$("evfilters").addEventListener("submit", (ev) => { ev.preventDefault(); cursors = [null]; page = 0; refreshEvents().catch((e) => showError(e.message)); });
+$("next").addEventListener("click", () => { page += 1; refreshEvents().catch((e) => showError(e.message)); });
+$("prev").addEventListener("click", () => { page = Math.max(0, page - 1); refreshEvents().catch((e) => showError(e.message)); });
+window.addEventListener("resize", () => plot && plot.setSize({ width: $("chart").clientWidth, height: 320 }));
+
+// Live: the chart follows new data every 2 s (the dataflow writes open buckets at least that often);
+// the events table refreshes only on the first page, so paging is not disturbed.
+setInterval(() => {
+  if (!$("live").checked || $("range").value === "custom") return;
+  refreshChart().then(() => (page === 0 ? refreshEvents() : null)).catch((e) => showError(e.message));
+}, 2000);
+
+loadTypes().then(() => refreshAll(true)).catch((e) => showError(e.message));
+setInterval(() => loadTypes().catch(() => {}), 30000);
