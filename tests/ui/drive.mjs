@@ -18,7 +18,11 @@ try {
   await page.selectOption('#types', [eventType])
   await page.selectOption('#range', '15m')
   await page.selectOption('#group', 'source')
-  await page.waitForFunction(() => document.querySelectorAll('#chart canvas').length > 0, null, { timeout: 15000 })
+  // Grouped by source: wait for the redraw that has one series per source, not the first total.
+  await page.waitForFunction(() => {
+    const labels = [...document.querySelectorAll('.u-legend .u-series .u-label')].map((e) => e.textContent)
+    return labels.length > 2 && !labels.includes('all')
+  }, null, { timeout: 15000 })
   await page.waitForFunction((t) => {
     const rows = [...document.querySelectorAll('#events tbody tr')]
     return rows.length > 0 && rows.every((r) => r.children[1].textContent === t)
