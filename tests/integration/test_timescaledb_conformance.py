@@ -49,3 +49,28 @@ def test_continuous_aggregate_refresh_and_compression(conn):
     compressed = conn.execute("select count(compress_chunk(c)) from show_chunks('conf_rollup') c").fetchone()[0]
     assert compressed >= 2
     assert conn.execute("select sum(n) from conf_rollup").fetchone()[0] == 2 * 1440
+
+
+def test_the_rollup_schema_becomes_a_hypertable_and_takes_flushes(timescaledb_dsn):
+    from datetime import UTC, datetime
+
+    from tally.rollup import Acc, Flush, RollupRow
+    from tally.storage import rollups
+
+    with psycopg.connect(timescaledb_dsn, autocommit=True) as conn:
+        rollups.apply_schema(conn)
+        rollups.apply_schema(conn)  # idempotent
+        tables = conn.execute("select hypertable_name from timescaledb_information.hypertables").fetchall()
+        assert ("rollup_1m",) in tables
+        bucket = int(datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp())
+        acc = Acc()
+        for v in (1.0, 2.0, 3.0):
+            acc.add(v, "u1")
+        flush = Flush(0, 42, bucket + 30, [RollupRow(bucket, "click", "web", 0, acc, False)], [], [], [])
+        rollups.write_flush(conn, "events", flush)
+        rollups.write_flush(conn, "events", flush)  # a replay overwrites
+        assert conn.execute("select event_count, value_sum from rollup_1m").fetchall() == [(3, 6.0)]
+        offset, watermark, cells = rollups.load_partition(conn, "events", 0)
+        assert offset == 42 and watermark == bucket + 30 and cells[(bucket, "click", "web")].count == 3
+        conn.execute("drop table rollup_1m")
+        conn.execute("drop table stream_offsets")

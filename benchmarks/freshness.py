@@ -1,0 +1,87 @@
+"""Time from the API's 202 to the event being counted in /api/aggregate, under background load."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from benchmarks.common import pct, report
+from tally.loadgen import Generator, post_bodies
+from tally.settings import get_settings
+
+
+async def probe(client: httpx.AsyncClient, run: str, i: int) -> float:
+    now = datetime.now(UTC)
+    event = {
+        "event_id": f"{run}-{i}",
+        "event_type": "bench.freshness",
+        "timestamp": now.isoformat(),
+        "source": f"{run}-{i}",
+    }
+    r = await client.post("/api/events", json=event)
+    assert r.status_code == 202, r.text
+    accepted = time.monotonic()
+    params = {
+        "from": (now - timedelta(minutes=1)).isoformat(),
+        "to": (now + timedelta(minutes=1)).isoformat(),
+        "event_type": "bench.freshness",
+        "source": f"{run}-{i}",
+    }
+    while time.monotonic() - accepted < 30:
+        body = (await client.get("/api/aggregate", params=params)).json()
+        if sum(p["count"] for s in body["series"] for p in s["points"]) == 1:
+            return time.monotonic() - accepted
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"probe {i} not visible after 30 s")
+
+
+async def run(args) -> dict:
+    s = get_settings()
+    base = f"http://127.0.0.1:{s.api_port}"
+    gen = Generator(seed=2, event_types=args.keys // 4)  # x 4 sources = active (event_type, source) keys
+
+    def next_body() -> bytes:
+        return gzip.compress(gen.body(1000)[0], compresslevel=1)
+
+    load = (
+        asyncio.create_task(
+            post_bodies(f"{base}/api/events", next_body, 1000, args.load_rate, args.probes * args.every + 5, 4)
+        )
+        if args.load_rate
+        else None
+    )
+    run_id = uuid.uuid4().hex[:8]
+    latencies = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for i in range(args.probes):
+            latencies.append(await probe(client, run_id, i))
+            await asyncio.sleep(args.every)
+    stats = await load if load else None
+    return {
+        "probes": len(latencies),
+        "background_events_per_s": round(stats.accepted / stats.seconds) if stats else 0,
+        "flush_interval_s": s.flush_interval_s,
+        "p50_s": round(pct(latencies, 50), 3),
+        "p95_s": round(pct(latencies, 95), 3),
+        "p99_s": round(pct(latencies, 99), 3),
+        "max_s": round(max(latencies), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--probes", type=int, default=60)
+    ap.add_argument("--every", type=float, default=0.25, help="seconds between probes")
+    ap.add_argument("--load-rate", type=float, default=5000, help="background events/s (0: none)")
+    ap.add_argument("--keys", type=int, default=400, help="active (event_type, source) keys in the background load")
+    report("freshness", asyncio.run(run(ap.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Malformed messages reach events.dlq with the reason, and late events reach events.late: never dropped."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+
+def _read_all(settings, topic: str, want, timeout_s: float = 45):
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.kafka_partitions)])
+    found = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not want(found):
+            for m in consumer.consume(500, timeout=0.5):
+                if m.error() is None:
+                    found.append(m)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_malformed_message_goes_to_the_dead_letter_topic_with_its_reason(stack):
+    marker = uuid.uuid4().hex
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+    bad = json.dumps({"event_id": marker, "event_type": "NOT VALID", "timestamp": datetime.now(UTC).isoformat()})
+    producer.produce(stack.events_topic, bad.encode(), key=marker.encode(), partition=0)
+    producer.produce(stack.events_topic, f"garbage {marker}".encode(), key=marker.encode(), partition=0)
+    assert producer.flush(10) == 0
+
+    def both(msgs):
+        return sum(marker.encode() in m.value() for m in msgs) >= 2
+
+    mine = [m for m in _read_all(stack, stack.dlq_topic, both) if marker.encode() in m.value()]
+    reasons = sorted(dict(m.headers())["reason"].decode() for m in mine)
+    assert len(mine) == 2
+    assert reasons[0].startswith("event_type:") and "not valid JSON" in reasons[1]
+    assert all(dict(m.headers())["partition"] == b"0" for m in mine)
+
+
+def test_event_behind_the_watermark_beyond_the_lateness_goes_to_the_late_topic(stack):
+    marker = uuid.uuid4().hex
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+    now = datetime.now(UTC)
+    fresh = {"event_id": f"{marker}-now", "event_type": "late_test", "timestamp": now.isoformat()}
+    old = {
+        "event_id": f"{marker}-old",
+        "event_type": "late_test",
+        "timestamp": (now - timedelta(seconds=stack.allowed_lateness_s + 600)).isoformat(),
+    }
+    # Same partition, in order: the first moves that partition's watermark to now, the second is late.
+    producer.produce(stack.events_topic, json.dumps(fresh).encode(), key=fresh["event_id"].encode(), partition=1)
+    assert producer.flush(10) == 0
+    time.sleep(2 * stack.flush_interval_s + 1)
+    producer.produce(stack.events_topic, json.dumps(old).encode(), key=old["event_id"].encode(), partition=1)
+    assert producer.flush(10) == 0
+    late = _read_all(stack, stack.late_topic, lambda ms: any(m.key() == old["event_id"].encode() for m in ms))
+    assert [json.loads(m.value())["event_id"] for m in late if m.key().startswith(marker.encode())] == [old["event_id"]]
