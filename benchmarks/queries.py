@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from benchmarks.common import pct, report
-from tally.events.schema import Event
+from tally.events.schema import Event, encode_event
 from tally.settings import get_settings
 from tally.sketch import Hll, hash_user
 from tally.storage import raw_events, rollups
@@ -61,7 +61,8 @@ def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
             for i in range(n)
         ]
         for i in range(0, n, 5000):
-            writer.write(events[i : i + 5000], shard=i // 5000 % settings.kafka_partitions)
+            raw = [(i + j, e, encode_event(e)) for j, e in enumerate(events[i : i + 5000])]
+            writer.write(raw, shard=i // 5000 % settings.kafka_partitions)
     finally:
         cluster.shutdown()
     return n

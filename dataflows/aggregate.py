@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dataflows.kafka_source import KafkaBatch
 from tally.events.schema import decode_messages
-from tally.rollup import Flush, PartitionAggregator
+from tally.rollup import Flush, PartitionAggregator, RawEvent
 
 
 @dataclass
@@ -15,6 +15,7 @@ class PartitionState:
     agg: PartitionAggregator
     last_flush: float = field(default_factory=time.monotonic)
     invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
+    raw: list[RawEvent] = field(default_factory=list)
     next_offset: int = 0
     pending: bool = False  # something changed since the last flush
 
@@ -37,9 +38,13 @@ class Aggregate:
             state = PartitionState(agg, last_flush=self.clock())
         if batch.values:
             events, errors = decode_messages(batch.values)
+            bad = set()
             for e in errors:
                 reason = f"{e.field}: {e.message}" if e.field else e.message
                 state.invalid.append((batch.offsets[e.index], batch.values[e.index], reason))
+                bad.add(e.index)
+            good = [i for i in range(len(batch.values)) if i not in bad] if bad else range(len(batch.values))
+            state.raw.extend((batch.offsets[i], ev, batch.values[i]) for i, ev in zip(good, events, strict=True))
             state.agg.add(events)
             state.pending = True
         state.next_offset = batch.next_offset
@@ -49,8 +54,9 @@ class Aggregate:
         closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
         if not state.pending and not closing:
             return state, None
-        flush = state.agg.flush(state.next_offset, state.invalid)
+        flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
         state.invalid = []
+        state.raw = []
         state.pending = False
         state.last_flush = now
         return state, flush

@@ -77,7 +77,7 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         metrics.FLUSH_SECONDS.observe(seconds)
         metrics.ROWS.labels(p).inc(len(flush.rows))
         metrics.RAW.labels(p).inc(len(flush.raw))
-        metrics.EVENTS.labels(p).inc(len(flush.raw))
+        metrics.EVENTS.labels(p).inc(len(flush.raw) - len(flush.late))
         metrics.LATE.labels(p).inc(len(flush.late))
         metrics.INVALID.labels(p).inc(len(flush.invalid))
         metrics.COMMITTED.labels(p).set(flush.next_offset)

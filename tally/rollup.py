@@ -72,6 +72,10 @@ class RollupRow:
         return datetime.fromtimestamp(self.bucket, UTC)
 
 
+# A valid event as it travels to raw storage: its Kafka offset, the decoded event, the message bytes.
+RawEvent = tuple[int, Event, bytes]
+
+
 @dataclass
 class Flush:
     """Everything one partition must make durable, in order, before committing `next_offset`."""
@@ -80,7 +84,7 @@ class Flush:
     next_offset: int
     watermark: int | None
     rows: list[RollupRow]
-    raw: list[Event]
+    raw: list[RawEvent]  # every valid event, late ones included: raw storage keeps all of them
     late: list[Event]
     invalid: list[tuple[int, bytes, str]]  # (offset, message, reason) for the dead-letter topic
 
@@ -105,7 +109,6 @@ class PartitionAggregator:
         self.watermark = watermark
         self.open: dict[Key, Acc] = {}
         self.dirty: set[Key] = set()
-        self.raw: list[Event] = []
         self.late: list[Event] = []
 
     def restore(self, key: Key, acc: Acc) -> None:
@@ -130,14 +133,14 @@ class PartitionAggregator:
                 acc = self.open[key] = Acc()
             acc.add(e.value, e.user_id)
             self.dirty.add(key)
-            self.raw.append(e)
             t = int(ts)
             if high is None or t > high:
                 high = t
         self.watermark = high
 
-    def flush(self, next_offset: int, invalid: list[tuple[int, bytes, str]]) -> Flush:
-        """Rows changed since the last flush (final ones evicted), the raw and late events."""
+    def flush(self, next_offset: int, raw: list[RawEvent], invalid: list[tuple[int, bytes, str]]) -> Flush:
+        """Rows changed since the last flush (final ones evicted) and the late events, with the
+        raw events and invalid messages the caller collected since the last flush."""
         rows = []
         for key in list(self.open):
             closed = self.is_closed(key[0])
@@ -146,6 +149,6 @@ class PartitionAggregator:
             if closed:
                 del self.open[key]
         self.dirty.clear()
-        out = Flush(self.partition, next_offset, self.watermark, rows, self.raw, self.late, invalid)
-        self.raw, self.late = [], []
+        out = Flush(self.partition, next_offset, self.watermark, rows, raw, self.late, invalid)
+        self.late = []
         return out

@@ -1,4 +1,5 @@
-"""Raw events in Cassandra: batched idempotent writes, and newest-first filtered reads with a cursor."""
+"""Raw events in Cassandra, in chunks (see tally/schema/cassandra.cql): batched idempotent writes,
+and newest-first filtered reads with a cursor."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tally.events.schema import Event, encode_event
+import msgspec
+
+from tally.events.schema import Event
+from tally.rollup import RawEvent
 from tally.settings import Settings
 
-HOUR_S = 3600
-# Rows per unlogged batch: all rows of a batch share one partition, so Cassandra applies it as a
-# single mutation; 50 small events stay under the 64 KiB batch warning.
-BATCH_ROWS = 50
+SLOT_US = 100_000  # 100 ms of event time per chunk row
+HOUR_US = 3_600_000_000
+_events = msgspec.json.Decoder(list[Event])
 
 
-def hour_of(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+def us(dt: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    if dt.tzinfo is None:  # the driver returns naive UTC datetimes
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(t: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
 
 
 def cluster(settings: Settings):
@@ -39,47 +50,31 @@ def cluster(settings: Settings):
 
 class RawEventWriter:
     def __init__(self, session, settings: Settings):
-        from cassandra.query import BatchStatement, BatchType
-
         self.session = session
         self.ttl = settings.raw_ttl_s
-        self._batch = lambda: BatchStatement(batch_type=BatchType.UNLOGGED)
         self.insert = session.prepare(
-            "insert into events_by_type (event_type, hour, shard, ts, event_id, source, user_id, body)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?) using ttl ?"
+            "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
+            " values (?, ?, ?, ?, ?, ?) using ttl ?"
         )
 
-    def write(self, events: Iterable[Event], shard: int) -> int:
-        """Write events, grouped per Cassandra partition, concurrently; raises if any write failed."""
-        from cassandra.concurrent import execute_concurrent
+    def write(self, raw: Iterable[RawEvent], shard: int) -> int:
+        """Write events as one chunk per (event_type, slot), concurrently; raise if any write failed."""
+        from cassandra.concurrent import execute_concurrent_with_args
 
-        groups: dict[tuple[str, datetime], list[Event]] = defaultdict(list)
+        chunks: dict[tuple[str, int], list[tuple[int, bytes]]] = defaultdict(list)
         n = 0
-        for e in events:
-            groups[(e.event_type, hour_of(e.timestamp))].append(e)
+        for offset, event, value in raw:
+            chunks[(event.event_type, us(event.timestamp) // SLOT_US)].append((offset, value))
             n += 1
-        statements = []
-        for (event_type, hour), evs in groups.items():
-            for i in range(0, len(evs), BATCH_ROWS):
-                batch = self._batch()
-                for e in evs[i : i + BATCH_ROWS]:
-                    batch.add(
-                        self.insert,
-                        (
-                            event_type,
-                            hour,
-                            shard,
-                            e.timestamp,
-                            e.event_id,
-                            e.source,
-                            e.user_id,
-                            encode_event(e).decode(),
-                            self.ttl,
-                        ),
-                    )
-                statements.append((batch, ()))
-        if statements:
-            for ok, result in execute_concurrent(self.session, statements, concurrency=32, raise_on_first_error=True):
+        rows = []
+        for (event_type, slot), items in chunks.items():
+            slot_us = slot * SLOT_US
+            hour = from_us(slot_us - slot_us % HOUR_US)
+            body = b"[" + b",".join(v for _o, v in items) + b"]"
+            rows.append((event_type, hour, shard, from_us(slot_us), items[0][0], body, self.ttl))
+        if rows:
+            results = execute_concurrent_with_args(self.session, self.insert, rows, concurrency=16)
+            for ok, result in results:
                 if not ok:
                     raise result
         return n
@@ -87,16 +82,16 @@ class RawEventWriter:
 
 @dataclass(frozen=True)
 class Cursor:
-    ts_ms: int
+    ts_us: int
     event_id: str
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(json.dumps([self.ts_ms, self.event_id]).encode()).decode()
+        return base64.urlsafe_b64encode(json.dumps([self.ts_us, self.event_id]).encode()).decode()
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        ts_ms, event_id = json.loads(base64.urlsafe_b64decode(text.encode()))
-        return cls(int(ts_ms), str(event_id))
+        ts_us, event_id = json.loads(base64.urlsafe_b64decode(text.encode()))
+        return cls(int(ts_us), str(event_id))
 
 
 @dataclass
@@ -116,79 +111,83 @@ class RawEventReader:
         self.session = session
         self.shards = shards
         self.select = session.prepare(
-            "select ts, event_id, source, user_id, body from events_by_type"
-            " where event_type = ? and hour = ? and shard = ? and ts >= ? and ts <= ?"
+            "select slot, events from event_chunks"
+            " where event_type = ? and hour = ? and shard = ? and slot >= ? and slot <= ?"
         )
+        self._encode = msgspec.json.Encoder().encode
 
-    def page(self, q: RawQuery) -> tuple[list[str], Cursor | None]:
-        """One page of matching events' JSON bodies, newest first, and the cursor of the next page."""
-        out: list[str] = []
+    def page(self, q: RawQuery) -> tuple[list[bytes], Cursor | None]:
+        """One page of matching events (JSON as ingested), newest first, and the next page's cursor."""
+        out: list[bytes] = []
         last = None
-        for ts_ms, event_id, body in self._matching(q):
+        for ts, event in self._matching(q):
             if len(out) == q.limit:
                 return out, last
-            out.append(body)
-            last = Cursor(ts_ms, event_id)
+            out.append(self._encode(event))
+            last = Cursor(ts, event.event_id)
         return out, None
 
-    def _matching(self, q: RawQuery) -> Iterator[tuple[int, str, str]]:
-        end_ms = _ms(q.end) - 1
+    def _matching(self, q: RawQuery) -> Iterator[tuple[int, Event]]:
+        start_us, end_us = us(q.start), us(q.end) - 1
         if q.cursor is not None:
-            end_ms = min(end_ms, q.cursor.ts_ms)
-        start_ms = _ms(q.start)
-        if end_ms < start_ms:
+            end_us = min(end_us, q.cursor.ts_us)
+        if end_us < start_us:
             return
-        hour = hour_of(datetime.fromtimestamp(end_ms / 1000, UTC))
-        first_hour = hour_of(q.start)
-        while hour >= first_hour:
-            lo = max(start_ms, _ms(hour))
-            hi = min(end_ms, _ms(hour) + HOUR_S * 1000 - 1)
-            streams = [self._scan(et, hour, shard, lo, hi) for et in q.event_types for shard in range(self.shards)]
-            for key, source, user_id, body in heapq.merge(*streams):
-                ts_ms, event_id = -key[0], key[1]
-                if q.cursor is not None and ts_ms == q.cursor.ts_ms and event_id <= q.cursor.event_id:
-                    continue  # already returned: page order is (ts desc, event_id asc)
-                if q.source is not None and source != q.source:
-                    continue
-                if q.user_id is not None and user_id != q.user_id:
-                    continue
-                if q.attrs and not _attrs_match(body, q.attrs):
-                    continue
-                yield ts_ms, event_id, body
-            hour -= timedelta(hours=1)
+        hour = end_us - end_us % HOUR_US
+        while hour + HOUR_US > start_us:
+            lo = max(start_us, hour) // SLOT_US * SLOT_US
+            hi = min(end_us, hour + HOUR_US - 1) // SLOT_US * SLOT_US
+            streams = [self._scan(et, hour, s, lo, hi) for et in q.event_types for s in range(self.shards)]
+            # Slots do not overlap in time, so newest-first across slots is the streams' merge;
+            # inside one slot the events of every chunk are sorted together.
+            slot_events: list[tuple[int, str, Event]] = []
+            current = None
+            for neg_slot, events in heapq.merge(*streams, key=lambda r: r[0]):
+                if neg_slot != current:
+                    yield from self._sorted(slot_events, q, start_us, end_us)
+                    slot_events, current = [], neg_slot
+                slot_events.extend((us(e.timestamp), e.event_id, e) for e in events)
+            yield from self._sorted(slot_events, q, start_us, end_us)
+            hour -= HOUR_US
 
-    def _scan(self, event_type: str, hour: datetime, shard: int, lo_ms: int, hi_ms: int):
-        stmt = self.select.bind((event_type, hour, shard, _dt(lo_ms), _dt(hi_ms)))
-        stmt.fetch_size = 500
+    def _sorted(self, items, q: RawQuery, start_us: int, end_us: int) -> Iterator[tuple[int, Event]]:
+        items.sort(key=lambda t: (-t[0], t[1]))
+        seen = None
+        for ts, event_id, e in items:
+            if ts < start_us or ts > end_us or event_id == seen:
+                continue
+            seen = event_id  # an event stored twice (same id and time) is returned once
+            if q.cursor is not None and ts == q.cursor.ts_us and event_id <= q.cursor.event_id:
+                continue  # already returned: page order is (time desc, event_id asc)
+            if q.source is not None and e.source != q.source:
+                continue
+            if q.user_id is not None and e.user_id != q.user_id:
+                continue
+            if q.attrs and not _attrs_match(e.attributes or {}, q.attrs):
+                continue
+            yield ts, e
+
+    def _scan(self, event_type: str, hour_us: int, shard: int, lo_us: int, hi_us: int):
+        stmt = self.select.bind((event_type, from_us(hour_us), shard, from_us(lo_us), from_us(hi_us)))
+        stmt.fetch_size = 200
         for row in self.session.execute(stmt):
-            yield (-_ms(row.ts), row.event_id), row.source, row.user_id, row.body
+            yield -us(row.slot), _events.decode(row.events)
 
 
-def _attrs_match(body: str, wanted: dict[str, str]) -> bool:
-    attrs = json.loads(body).get("attributes") or {}
+def _attrs_match(attrs: dict, wanted: dict[str, str]) -> bool:
     for k, v in wanted.items():
         if k not in attrs:
             return False
         have = attrs[k]
-        text = ("true" if have else "false") if isinstance(have, bool) else str(have)
-        if text != v and not (isinstance(have, int | float) and not isinstance(have, bool) and _num_eq(have, v)):
+        if isinstance(have, bool):
+            if v != ("true" if have else "false"):
+                return False
+        elif isinstance(have, int | float):
+            try:
+                if float(v) != float(have):
+                    return False
+            except ValueError:
+                return False
+        elif have != v:
             return False
     return True
-
-
-def _num_eq(have: float, text: str) -> bool:
-    try:
-        return float(text) == float(have)
-    except ValueError:
-        return False
-
-
-def _ms(dt: datetime) -> int:
-    if dt.tzinfo is None:  # the driver returns naive UTC datetimes
-        dt = dt.replace(tzinfo=UTC)
-    # Integer arithmetic: Cassandra keeps milliseconds, and float rounding must not move an event.
-    return int(dt.replace(microsecond=0).timestamp()) * 1000 + dt.microsecond // 1000
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

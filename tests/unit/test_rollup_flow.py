@@ -65,6 +65,7 @@ def test_malformed_messages_go_to_the_dead_letter_list_with_offset_and_reason():
     values = [message(0, 1), b'{"event_id":"x","event_type":"BAD","timestamp":"2026-11-26T10:00:00Z"}', b"not json"]
     (flush,) = run(batches(0, values, 3), 1)
     assert [(o, reason.split(":")[0]) for o, _v, reason in flush.invalid] == [(1, "event_type"), (2, "not valid JSON")]
+    assert [o for o, _e, _v in flush.raw] == [0]
     assert flush.rows[0].acc.count == 1 and flush.next_offset == 3
 
 

@@ -57,7 +57,6 @@ async def get_filtered_events(
         raise ParamError("cursor", "not a cursor this API returned") from e
     q = RawQuery(list(dict.fromkeys(event_type)), start, end, source, user_id, attrs, limit, after)
     bodies, next_cursor = await run_in_threadpool(raw.page, q)
-    nxt = f'"{next_cursor.encode()}"' if next_cursor else "null"
-    # The stored bodies are the events' JSON as ingested: splice them in rather than re-encoding.
-    payload = '{"events":[' + ",".join(bodies) + '],"next_cursor":' + nxt + "}"
+    nxt = f'"{next_cursor.encode()}"'.encode() if next_cursor else b"null"
+    payload = b'{"events":[' + b",".join(bodies) + b'],"next_cursor":' + nxt + b"}"
     return Response(payload, media_type="application/json")
