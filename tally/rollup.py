@@ -42,6 +42,22 @@ class Acc:
         if user_id is not None:
             self.users.add_hashes((hash_user(user_id),))
 
+    def add_events(self, events: list[Event]) -> None:
+        """Fold many events of this cell at once: one sketch update per batch, not per event."""
+        self.count += len(events)
+        values = [e.value for e in events if e.value is not None]
+        if values:
+            self.value_count += len(values)
+            self.value_sum += sum(values)
+            lo, hi = min(values), max(values)
+            if self.value_min is None or lo < self.value_min:
+                self.value_min = lo
+            if self.value_max is None or hi > self.value_max:
+                self.value_max = hi
+        users = [hash_user(e.user_id) for e in events if e.user_id is not None]
+        if users:
+            self.users.add_hashes(users)
+
     def merge(self, other: Acc) -> None:
         self.count += other.count
         self.value_count += other.value_count
@@ -121,21 +137,30 @@ class PartitionAggregator:
         # Lateness is judged against the watermark as of the start of the batch, so the order of
         # events inside one Kafka batch never changes the outcome.
         high = self.watermark
+        # Closed buckets are those ending (with lateness) at or before this limit.
+        limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
+        cells: dict[Key, list[Event]] = {}
+        late = self.late
         for e in events:
-            ts = e.timestamp.timestamp()
-            bucket = bucket_of(ts)
-            if self.is_closed(bucket):
-                self.late.append(e)
+            t = int(e.timestamp.timestamp() // 1)
+            bucket = t - t % BUCKET_S
+            if limit is not None and bucket <= limit:
+                late.append(e)
                 continue
             key = (bucket, e.event_type, e.source)
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [e]
+            else:
+                cell.append(e)
+            if high is None or t > high:
+                high = t
+        for key, evs in cells.items():
             acc = self.open.get(key)
             if acc is None:
                 acc = self.open[key] = Acc()
-            acc.add(e.value, e.user_id)
+            acc.add_events(evs)
             self.dirty.add(key)
-            t = int(ts)
-            if high is None or t > high:
-                high = t
         self.watermark = high
 
     def flush(self, next_offset: int, raw: list[RawEvent], invalid: list[tuple[int, bytes, str]]) -> Flush:
