@@ -95,12 +95,16 @@ def decode_batch(body: bytes) -> tuple[list[Event], list[EventError]]:
     return _decode_each(items)
 
 
-def decode_ndjson(body: bytes) -> tuple[list[Event], list[EventError]]:
-    """Decode newline-delimited JSON: one event per non-empty line; a malformed line rejects that line only."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
+def ndjson_lines(body: bytes) -> list[bytes]:
+    lines = [s for line in body.split(b"\n") if (s := line.strip())]
     if not lines:
         raise BodyError("the body has no NDJSON lines")
-    return decode_messages(lines)
+    return lines
+
+
+def decode_ndjson(body: bytes) -> tuple[list[Event], list[EventError]]:
+    """Decode newline-delimited JSON: one event per non-empty line; a malformed line rejects that line only."""
+    return decode_messages(ndjson_lines(body))
 
 
 def decode_messages(items: list[bytes]) -> tuple[list[Event], list[EventError]]:

@@ -11,7 +11,7 @@ from tally.api import metrics
 from tally.api.deps import ProducerDep, SettingsDep
 from tally.api.models import IngestResult
 from tally.api.problems import problem
-from tally.events.schema import BodyError, decode_batch, decode_ndjson, encode_event
+from tally.events.schema import BodyError, decode_batch, decode_messages, encode_event, ndjson_lines
 from tally.producer import ProduceError
 
 router = APIRouter(tags=["events"])
@@ -63,7 +63,11 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     try:
         body = await read_body(request, settings.max_body_bytes)
         ndjson = request.headers.get("content-type", "").split(";")[0].strip() == "application/x-ndjson"
-        events, errors = decode_ndjson(body) if ndjson else decode_batch(body)
+        if ndjson:
+            lines = ndjson_lines(body)
+            events, errors = decode_messages(lines)
+        else:
+            events, errors = decode_batch(body)
     except TooLarge:
         return problem(413, "Body too large", f"the body exceeds {settings.max_body_bytes} bytes after decompression")
     except BodyError as e:
@@ -72,8 +76,14 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     metrics.REJECTED.inc(len(errors))
     if not events:
         return Response(_json.encode(result), status_code=422, media_type="application/json")
+    if ndjson:
+        # A valid NDJSON line is exactly one event's JSON: send it as it came, no re-encoding.
+        bad = {e.index for e in errors}
+        values = [line for i, line in enumerate(lines) if i not in bad] if bad else lines
+    else:
+        values = [encode_event(e) for e in events]
     try:
-        await producer.send([encode_event(e) for e in events], [e.event_id.encode() for e in events])
+        await producer.send(values, [e.event_id.encode() for e in events])
     except ProduceError as e:
         metrics.UNAVAILABLE.inc(len(events))
         return problem(
