@@ -16,31 +16,35 @@ import httpx
 
 from benchmarks.common import pct, report
 from tally.events.schema import Event, encode_event
-from tally.settings import get_settings
+from tally.settings import Settings, get_settings
 from tally.sketch import Hll, hash_user
 from tally.storage import raw_events, rollups
 
 
-def seed_rollups(settings, prefix: str, day: datetime, series: int, partitions: int) -> int:
+def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int, partitions: int) -> int:
+    """Minute rows as the dataflow writes them: every series in every partition, every minute."""
     rng = random.Random(1)
-    rows = []
-    for s in range(series):
-        et, src = f"{prefix}.type{s // 4}", ["web", "ios", "android", "backend"][s % 4]
-        for m in range(1440):
-            for p in range(partitions):
-                h = Hll()
-                h.add_hashes(hash_user(f"u{rng.randrange(500)}") for _ in range(5))
-                n = rng.randrange(1, 50)
-                rows.append((day + timedelta(minutes=m), et, src, p, n, n, float(n), 0.0, 10.0, h.to_bytes(), True))
+    sketches = []
+    for _ in range(64):
+        h = Hll()
+        h.add_hashes(hash_user(f"u{rng.randrange(500)}") for _ in range(5))
+        sketches.append(h.to_bytes())
+    n = 0
     with rollups.connect(settings) as conn, conn.cursor() as cur:
         with cur.copy(
             "copy rollup_1m (bucket, event_type, source, kafka_partition, event_count, value_count, value_sum,"
             " value_min, value_max, users, final) from stdin"
         ) as copy:
-            for r in rows:
-                copy.write_row(r)
+            for s in range(series):
+                et, src = f"{prefix}.type{s // 4}", ["web", "ios", "android", "backend"][s % 4]
+                for m in range(1440 * days):
+                    t = start + timedelta(minutes=m)
+                    for p in range(partitions):
+                        c = rng.randrange(1, 50)
+                        copy.write_row((t, et, src, p, c, c, float(c), 0.0, 10.0, sketches[n % 64], True))
+                        n += 1
         conn.commit()
-    return len(rows)
+    return n
 
 
 def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
@@ -78,66 +82,66 @@ def timed(client: httpx.Client, path: str, params, n: int) -> list[float]:
     return out
 
 
+def run(
+    s: Settings, series: int = 100, days: int = 30, raw: int = 100_000, requests: int = 200, seed_id: str | None = None
+) -> dict:
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    prefix = seed_id or f"q{series}x{days}"
+    client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=120)
+    probe = client.get(
+        "/api/aggregate", params={"from": start.isoformat(), "to": end.isoformat(), "event_type": f"{prefix}.type0"}
+    ).json()
+    seeded = {}
+    if not probe["series"]:  # seed once per prefix; later runs reuse the data
+        t0 = time.perf_counter()
+        seeded["queries_rollup_rows_seeded"] = seed_rollups(s, prefix, start, days, series, s.kafka_partitions)
+        seeded["queries_raw_events_seeded"] = seed_raw(s, prefix, end - timedelta(days=1), raw)
+        seeded["queries_seed_s"] = round(time.perf_counter() - t0, 1)
+    types = [f"{prefix}.type{i}" for i in range(max(1, series // 4))]
+    agg = [
+        ("from", start.isoformat()),
+        ("to", end.isoformat()),
+        ("group_by", "event_type,source"),
+        ("metrics", "count"),
+    ] + [("event_type", t) for t in types]
+    body = client.get("/api/aggregate", params=agg).json()
+    agg_lat = timed(client, "/api/aggregate", agg, requests)
+    all_metrics = [p for p in agg if p[0] != "metrics"] + [("metrics", "count,sum,avg,unique_users")]
+    all_lat = timed(client, "/api/aggregate", all_metrics, max(5, requests // 10))
+    day = end - timedelta(days=1)
+    raw_q = {"event_type": f"{prefix}.raw", "from": day.isoformat(), "to": end.isoformat(), "limit": "100"}
+    raw_lat = timed(client, "/api/filtered_events", raw_q, requests)
+    filt_lat = timed(client, "/api/filtered_events", {**raw_q, "attr.plan": "pro", "source": "ios"}, requests)
+
+    def ms(xs, p):
+        return round(pct(xs, p) * 1000, 1)
+
+    return {
+        **seeded,
+        "queries_days": days,
+        "queries_series": len(body["series"]),
+        "queries_points": sum(len(x["points"]) for x in body["series"]),
+        "queries_granularity": body["granularity"],
+        "aggregate_p50_ms": ms(agg_lat, 50),
+        "aggregate_p99_ms": ms(agg_lat, 99),
+        "aggregate_all_metrics_p50_ms": ms(all_lat, 50),
+        "filtered_page100_p50_ms": ms(raw_lat, 50),
+        "filtered_page100_p99_ms": ms(raw_lat, 99),
+        "filtered_attr_source_p50_ms": ms(filt_lat, 50),
+        "filtered_attr_source_p99_ms": ms(filt_lat, 99),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--series", type=int, default=100)
+    ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--raw-events", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--seed-id", default="qbench", help="prefix of the seeded event types; reuse to skip seeding")
-    args = ap.parse_args()
-    s = get_settings()
-    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
-    prefix = args.seed_id
-    client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=60)
-    probe = client.get(
-        "/api/aggregate",
-        params={"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat(), "event_type": f"{prefix}.type0"},
-    ).json()
-    seeded = {}
-    if not probe["series"]:
-        t0 = time.perf_counter()
-        seeded["rollup_rows_seeded"] = seed_rollups(s, prefix, day, args.series, s.kafka_partitions)
-        seeded["raw_events_seeded"] = seed_raw(s, prefix, day, args.raw_events)
-        seeded["seed_s"] = round(time.perf_counter() - t0, 1)
-    types = [f"{prefix}.type{i}" for i in range(args.series // 4)]
-    agg = [
-        ("from", day.isoformat()),
-        ("to", (day + timedelta(days=1)).isoformat()),
-        ("group_by", "event_type,source"),
-        ("metrics", "count,sum,avg,unique_users"),
-    ] + [("event_type", t) for t in types]
-    body = client.get("/api/aggregate", params=agg).json()
-    points = sum(len(x["points"]) for x in body["series"])
-    agg_lat = timed(client, "/api/aggregate", agg, args.requests)
-    count_only = [p for p in agg if p[0] != "metrics"] + [("metrics", "count")]
-    count_lat = timed(client, "/api/aggregate", count_only, args.requests)
-    raw = {
-        "event_type": f"{prefix}.raw",
-        "from": day.isoformat(),
-        "to": (day + timedelta(days=1)).isoformat(),
-        "limit": "100",
-    }
-    raw_lat = timed(client, "/api/filtered_events", raw, args.requests)
-    filtered = {**raw, "attr.plan": "pro", "source": "ios"}
-    filt_lat = timed(client, "/api/filtered_events", filtered, args.requests)
-    ms = lambda xs, p: round(pct(xs, p) * 1000, 1)  # noqa: E731
-    report(
-        "queries",
-        {
-            **seeded,
-            "aggregate_series": len(body["series"]),
-            "aggregate_points": points,
-            "granularity": body["granularity"],
-            "aggregate_all_metrics_p50_ms": ms(agg_lat, 50),
-            "aggregate_all_metrics_p99_ms": ms(agg_lat, 99),
-            "aggregate_count_p50_ms": ms(count_lat, 50),
-            "aggregate_count_p99_ms": ms(count_lat, 99),
-            "filtered_page100_p50_ms": ms(raw_lat, 50),
-            "filtered_page100_p99_ms": ms(raw_lat, 99),
-            "filtered_attr_source_p50_ms": ms(filt_lat, 50),
-            "filtered_attr_source_p99_ms": ms(filt_lat, 99),
-        },
-    )
+    ap.add_argument("--seed-id", default=None, help="prefix of the seeded event types; reuse to skip seeding")
+    a = ap.parse_args()
+    report("queries", run(get_settings(), a.series, a.days, a.raw_events, a.requests, a.seed_id))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -144,3 +145,16 @@ def send(
     )
     if stats.accepted != stats.sent:
         raise typer.Exit(1)
+
+
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark harness against the running stack (`tally bench --help` for its options)."""
+    from tally.settings import REPO_ROOT
+
+    # The harness lives beside the packages (benchmarks/), not inside the core: run it, don't import it.
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "benchmarks.run", *ctx.args], cwd=REPO_ROOT))

@@ -1,0 +1,97 @@
+"""Tally's benchmark harness: every figure of the performance targets, against a running stack.
+
+    .venv/bin/tally bench            # the full run (about 20 minutes)
+    .venv/bin/tally bench --smoke    # a few seconds per figure: proves the harness and exactness, not speed
+
+Prints a table (figure, value, target) and writes all figures as JSON to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import end_to_end, freshness, ingest, kafka_ceiling, queries
+from benchmarks.common import RESULTS
+from tally.settings import get_settings
+
+TARGETS = {
+    "ingest_events_per_s": ">= 300,000",
+    "ingest_vs_kafka_tool": ">= 0.5",
+    "e2e_events_per_s": ">= 115,700 (10 min, exact)",
+    "e2e_exact": "True",
+    "freshness_p99_s": "<= 2 s",
+    "aggregate_p99_ms": "<= 15 ms (30 days, 100 series)",
+    "filtered_page100_p99_ms": "<= 50 ms",
+    "replay_events_per_s_per_process": ">= 500,000",
+    "replay_peak_rss_mib": "<= 1024 at 1 M keys/day",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="seconds, not minutes: for CI")
+    ap.add_argument("--duration", type=float, default=600, help="end-to-end seconds")
+    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries replay")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    s = get_settings()
+    smoke = args.smoke
+    steps = {
+        "ingest": lambda: ingest.run(s, 3 if smoke else 30),
+        "kafka": lambda: kafka_ceiling.run(s, 20_000 if smoke else 3_000_000),
+        "e2e": lambda: end_to_end.run(s, 4 if smoke else args.duration, drain_timeout_s=60 if smoke else 600),
+        "freshness": lambda: freshness.run(
+            s, 5 if smoke else 100, load_rate=2000 if smoke else 20_000, keys=100 if smoke else 10_000
+        ),
+        "queries": lambda: queries.run(
+            s, 8 if smoke else 100, 1 if smoke else 30, 2_000 if smoke else 100_000, 10 if smoke else 200
+        ),
+        "replay": None,  # run in a child process below
+    }
+    figures: dict = {
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "smoke": smoke,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name, step in steps.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"... {name}", file=sys.stderr, flush=True)
+        if name == "replay":
+            # Its own process, so its peak RSS is the aggregator's, not this harness's.
+            out = subprocess.run(
+                [sys.executable, "-c", _REPLAY.format(smoke=smoke)], capture_output=True, text=True, check=True
+            )
+            figures.update(json.loads(out.stdout))
+        else:
+            figures.update(step())
+    if "ingest_events_per_s" in figures and "kafka_tool_records_per_s" in figures:
+        figures["ingest_vs_kafka_tool"] = round(figures["ingest_events_per_s"] / figures["kafka_tool_records_per_s"], 2)
+    width = max(len(k) for k in figures)
+    print(f"\n{'figure':<{width}}  {'value':>14}  target")
+    for k, v in figures.items():
+        shown = f"{v:,}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+        print(f"{k:<{width}}  {shown:>14}  {TARGETS.get(k, '')}")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}{'-smoke' if smoke else ''}.json"
+    for p in (path, args.json):
+        if p:
+            p.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nwritten to {path}", file=sys.stderr)
+
+
+_REPLAY = (
+    "import json; from benchmarks import replay; "
+    "print(json.dumps(replay.run(50_000 if {smoke} else 3_000_000, 10_000 if {smoke} else 1_000_000)))"
+)
+
+if __name__ == "__main__":
+    main()

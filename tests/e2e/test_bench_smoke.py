@@ -1,0 +1,40 @@
+"""The benchmark harness runs end to end and its counts are exact (figures, not speed, are checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tally.settings import REPO_ROOT
+
+
+def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
+        cwd=REPO_ROOT,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for key in (
+        "ingest_events_per_s",
+        "kafka_tool_records_per_s",
+        "ingest_vs_kafka_tool",
+        "e2e_events_per_s",
+        "freshness_p99_s",
+        "aggregate_p99_ms",
+        "filtered_page100_p99_ms",
+        "replay_events_per_s_per_process",
+        "replay_peak_rss_mib",
+        "e2e_dataflow_rss_mib",
+    ):
+        assert isinstance(figures[key], int | float) and figures[key] > 0, key
+    assert figures["e2e_exact"] is True
+    assert figures["e2e_counted"] == figures["e2e_accepted"] > 0
+    assert "e2e_events_per_s" in r.stdout  # the table is printed
