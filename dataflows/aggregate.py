@@ -33,8 +33,8 @@ class Aggregate:
             restore = batch.restore
             agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, restore.watermark if restore else None)
             if restore:
-                for key, acc in restore.cells.items():
-                    agg.restore(key, acc)
+                for (width, key), acc in restore.cells.items():
+                    agg.restore(key, acc, width)
             state = PartitionState(agg, last_flush=self.clock())
         if batch.values:
             events, errors = decode_messages(batch.values)

@@ -22,7 +22,7 @@ from tally.storage import rollups
 @dataclass
 class Restore:
     watermark: int | None
-    cells: dict[Key, Acc]
+    cells: dict[tuple[int, Key], Acc]  # by (width, key): minute and hour cells still open
 
 
 @dataclass

@@ -45,36 +45,63 @@ class AggregateQuery:
     sources: list[str]
 
 
+def sources(q: AggregateQuery) -> list[tuple[str, datetime, datetime]]:
+    """Which table answers which part of the range. Whole hours come from hour rows when the
+    granularity is an hour or more; the partial hours at either end come from minute rows, so the
+    answer is the same as from minutes alone."""
+    if GRANULARITIES[q.granularity] < timedelta(hours=1):
+        return [("rollup_1m", q.start, q.end)]
+    first = q.start.replace(minute=0, second=0, microsecond=0)
+    if first < q.start:
+        first += timedelta(hours=1)
+    last = q.end.replace(minute=0, second=0, microsecond=0)
+    if first >= last:
+        return [("rollup_1m", q.start, q.end)]
+    parts = [("rollup_1h", first, last)]
+    if q.start < first:
+        parts.append(("rollup_1m", q.start, first))
+    if last < q.end:
+        parts.append(("rollup_1m", last, q.end))
+    return parts
+
+
 async def run(conn: AsyncConnection, q: AggregateQuery, has_hll: bool) -> list[dict]:
     """Series sorted by group, points sorted by time; empty buckets omitted."""
     groups = [sql.Identifier(g) for g in q.group_by]
-    want_users = "unique_users" in q.metrics
-    if want_users:
+    if "unique_users" in q.metrics:
         users = sql.SQL("hll_cardinality(hll_union_agg(users::hll))" if has_hll else "array_agg(users)")
     else:
         users = sql.SQL("null")
-    where = [sql.SQL("bucket >= %(start)s"), sql.SQL("bucket < %(end)s")]
+    filters = []
     if q.event_types:
-        where.append(sql.SQL("event_type = any(%(event_types)s)"))
+        filters.append(sql.SQL(" and event_type = any(%(event_types)s)"))
     if q.sources:
-        where.append(sql.SQL("source = any(%(sources)s)"))
+        filters.append(sql.SQL(" and source = any(%(sources)s)"))
+    params: dict = {"step": GRANULARITIES[q.granularity], "event_types": q.event_types, "sources": q.sources}
+    selects = []
+    for i, (table, start, end) in enumerate(sources(q)):
+        params[f"s{i}"], params[f"e{i}"] = start, end
+        selects.append(
+            sql.SQL(
+                "select bucket, event_type, source, event_count, value_sum, value_min, value_max, value_count, users"
+                " from {table} where bucket >= {s} and bucket < {e}{filters}"
+            ).format(
+                table=sql.Identifier(table),
+                s=sql.Placeholder(f"s{i}"),
+                e=sql.Placeholder(f"e{i}"),
+                filters=sql.SQL("").join(filters),
+            )
+        )
     query = sql.SQL(
         "select date_bin(%(step)s, bucket, timestamptz '1970-01-01 00:00:00+00') as t{groups},"
         " sum(event_count)::bigint, sum(value_sum), min(value_min), max(value_max), sum(value_count)::bigint, {users}"
-        " from rollup_1m where {where} group by t{groups} order by {order}t"
+        " from ({rows}) r group by t{groups} order by {order}t"
     ).format(
         groups=sql.SQL("").join(sql.SQL(", ") + g for g in groups),
         users=users,
-        where=sql.SQL(" and ").join(where),
+        rows=sql.SQL(" union all ").join(selects),
         order=sql.SQL("").join(g + sql.SQL(", ") for g in groups),
     )
-    params = {
-        "step": GRANULARITIES[q.granularity],
-        "start": q.start,
-        "end": q.end,
-        "event_types": q.event_types,
-        "sources": q.sources,
-    }
     series: dict[tuple, list[dict]] = {}
     n = len(groups)
     async with conn.cursor() as cur:

@@ -13,8 +13,10 @@ from tally.sketch import Hll
 SCHEMA = REPO_ROOT / "tally" / "schema" / "postgres.sql"
 SCHEMA_LOCK = 0x7461_6C6C  # "tall": any constant shared by every process applying the schema
 
+TABLES = {60: "rollup_1m", 3600: "rollup_1h"}
+
 _UPSERT = """
-insert into rollup_1m (bucket, event_type, source, kafka_partition, event_count, value_count,
+insert into {table} (bucket, event_type, source, kafka_partition, event_count, value_count,
                        value_sum, value_min, value_max, users, final, updated_at)
 values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
 on conflict (event_type, source, bucket, kafka_partition) do update set
@@ -44,31 +46,35 @@ def apply_schema(conn: psycopg.Connection) -> None:
 
 def write_flush(conn: psycopg.Connection, topic: str, flush: Flush) -> None:
     """Overwrite the partition's changed rows and move its offset, atomically."""
-    params = [
-        (
-            r.bucket_time,
-            r.event_type,
-            r.source,
-            r.partition,
-            r.acc.count,
-            r.acc.value_count,
-            r.acc.value_sum,
-            r.acc.value_min,
-            r.acc.value_max,
-            r.acc.users.to_bytes(),
-            r.final,
+    by_table: dict[str, list[tuple]] = {}
+    for r in flush.rows:
+        a = r.acc
+        by_table.setdefault(TABLES[r.width], []).append(
+            (
+                r.bucket_time,
+                r.event_type,
+                r.source,
+                r.partition,
+                a.count,
+                a.value_count,
+                a.value_sum,
+                a.value_min,
+                a.value_max,
+                a.users.to_bytes(),
+                r.final,
+            )
         )
-        for r in flush.rows
-    ]
     watermark = datetime.fromtimestamp(flush.watermark, UTC) if flush.watermark is not None else None
     with conn.transaction(), conn.cursor() as cur:
-        if params:
-            cur.executemany(_UPSERT, params)
+        for table, params in by_table.items():
+            cur.executemany(_UPSERT.format(table=table), params)
         cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))
 
 
-def load_partition(conn: psycopg.Connection, topic: str, partition: int) -> tuple[int | None, int | None, dict]:
-    """Where a partition resumes: (next offset, watermark, open cells) as last committed."""
+def load_partition(
+    conn: psycopg.Connection, topic: str, partition: int
+) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
+    """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last committed."""
     row = conn.execute(
         "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
         (topic, partition),
@@ -76,11 +82,13 @@ def load_partition(conn: psycopg.Connection, topic: str, partition: int) -> tupl
     if row is None:
         return None, None, {}
     next_offset, watermark = row
-    cells: dict[Key, Acc] = {}
-    for bucket, et, src, cnt, vc, vs, vmin, vmax, users in conn.execute(
-        "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users"
-        " from rollup_1m where kafka_partition = %s and not final",
-        (partition,),
-    ):
-        cells[(int(bucket.timestamp()), et, src)] = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+    cells: dict[tuple[int, Key], Acc] = {}
+    for width, table in TABLES.items():
+        for bucket, et, src, cnt, vc, vs, vmin, vmax, users in conn.execute(
+            "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users"
+            f" from {table} where kafka_partition = %s and not final",
+            (partition,),
+        ):
+            acc = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+            cells[(width, (int(bucket.timestamp()), et, src))] = acc
     return next_offset, int(watermark.timestamp()) if watermark else None, cells

@@ -4,6 +4,7 @@ import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,11 +31,12 @@ def truth(events):
     }
 
 
-def final_rows(flushes):
+def final_rows(flushes, width=60):
     latest = {}
     for f in flushes:
         for r in f.rows:
-            latest[(r.bucket, r.event_type, r.source)] = r
+            if r.width == width:
+                latest[(r.bucket, r.event_type, r.source)] = r
     return {k: (r.acc.count, r.acc.value_sum, r.acc.value_min, r.acc.value_max) for k, r in latest.items()}
 
 
@@ -57,6 +59,13 @@ def test_rows_equal_the_ground_truth_per_minute_type_and_source():
         flushes.append(agg.flush(i, [], []))
     assert final_rows(flushes) == {k: v for k, v in truth(events).items()}
     assert not any(f.late for f in flushes)
+    # The hour rows are exactly the sums of their minute rows.
+    minutes = final_rows(flushes)
+    for (hour, et, src), (count, total, lo, hi) in final_rows(flushes, 3600).items():
+        mine = [v for (b, e, s), v in minutes.items() if (e, s) == (et, src) and hour <= b < hour + 3600]
+        assert count == sum(m[0] for m in mine) and total == pytest.approx(sum(m[1] for m in mine))
+        assert lo == min((m[2] for m in mine if m[2] is not None), default=None)
+        assert hi == max((m[3] for m in mine if m[3] is not None), default=None)
 
 
 def test_an_event_behind_the_watermark_by_more_than_the_lateness_is_late_and_not_counted():
@@ -65,7 +74,7 @@ def test_an_event_behind_the_watermark_by_more_than_the_lateness_is_late_and_not
     agg.add([ev(3, 30), ev(4, 350)])  # minute 0 ended at 60 s: 60 + 60 <= 400, so late; 350 s is in bound
     flush = agg.flush(4, [], [])
     assert [e.event_id for e in flush.late] == ["e3"]
-    rows = {r.bucket - bucket_of(T0.timestamp()): r for r in flush.rows}
+    rows = {r.bucket - bucket_of(T0.timestamp()): r for r in flush.rows if r.width == 60}
     assert rows[0].acc.count == 1 and rows[0].final  # closed, written once more as final, then evicted
     assert rows[300].acc.count == 1 and not rows[300].final  # e4: its minute ends at 360 s, + 60 s > 400 s
     assert rows[360].acc.count == 1 and not rows[360].final
@@ -91,10 +100,10 @@ def test_restored_cells_continue_where_the_committed_state_left_off():
     committed = first.flush(30, [], [])
     second = PartitionAggregator(0, 300, committed.watermark)
     for r in committed.rows:
-        second.restore((r.bucket, r.event_type, r.source), r.acc)
+        second.restore((r.bucket, r.event_type, r.source), r.acc, r.width)
     second.add([ev(i, i) for i in range(30, 50)])
-    (row,) = second.flush(50, [], []).rows
-    assert row.acc.count == 50
+    minute, hour = sorted(second.flush(50, [], []).rows, key=lambda r: r.width)
+    assert minute.acc.count == 50 and hour.acc.count == 50 and hour.width == 3600
 
 
 batches = st.lists(
@@ -112,13 +121,13 @@ def test_any_split_and_order_of_a_batch_gives_the_same_rollup(items, rnd, chunk)
     events = [ev(i, s, t, value=v, user=f"u{i % 13}") for i, (s, t, v) in enumerate(items)]
     one = PartitionAggregator(0, 3600)
     one.add(events)
-    whole = {(r.bucket, r.event_type): r.acc for r in one.flush(0, [], []).rows}
+    whole = {(r.width, r.bucket, r.event_type): r.acc for r in one.flush(0, [], []).rows}
     shuffled = events[:]
     rnd.shuffle(shuffled)
     many = PartitionAggregator(0, 3600)
     for i in range(0, len(shuffled), chunk):
         many.add(shuffled[i : i + chunk])
-    parts = {(r.bucket, r.event_type): r.acc for r in many.flush(0, [], []).rows}
+    parts = {(r.width, r.bucket, r.event_type): r.acc for r in many.flush(0, [], []).rows}
     assert whole.keys() == parts.keys()
     for k, a in whole.items():
         b = parts[k]

@@ -47,7 +47,8 @@ def test_counts_per_minute_and_offsets_are_exact_on_one_and_two_workers(workers)
     latest = {}
     for f in flushes:
         for r in f.rows:
-            latest[(r.partition, r.bucket, r.event_type)] = r.acc.count
+            if r.width == 60:
+                latest[(r.partition, r.bucket, r.event_type)] = r.acc.count
     minute = int(T0.timestamp())
     expected = {
         (0, minute, "click"): sum(1 for i in range(300) if i % 120 < 60),

@@ -60,3 +60,22 @@ def test_pid_file_naming_a_strangers_process_is_not_ours(tmp_path):
         stranger.kill()
         stranger.wait()
     assert os.path.exists(svc.pid_file) is False
+
+
+def test_whole_hours_come_from_hour_rows_and_the_edges_from_minutes():
+    from datetime import UTC, datetime
+
+    from tally.storage.aggregates import AggregateQuery, sources
+
+    def q(start, end, g):
+        return AggregateQuery(start, end, g, ["count"], [], [], [])
+
+    t = lambda h, m=0: datetime(2026, 11, 26, h, m, tzinfo=UTC)  # noqa: E731
+    assert sources(q(t(0), t(6), "1h")) == [("rollup_1h", t(0), t(6))]
+    assert sources(q(t(0, 30), t(6, 15), "1h")) == [
+        ("rollup_1h", t(1), t(6)),
+        ("rollup_1m", t(0, 30), t(1)),
+        ("rollup_1m", t(6), t(6, 15)),
+    ]
+    assert sources(q(t(0, 30), t(1, 15), "1d")) == [("rollup_1m", t(0, 30), t(1, 15))]
+    assert sources(q(t(0), t(6), "15m")) == [("rollup_1m", t(0), t(6))]
