@@ -61,18 +61,27 @@ def main() -> None:
         "smoke": smoke,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}{'-smoke' if smoke else ''}.json"
+    failed = []
     for name, step in steps.items():
         if args.only and name not in args.only:
             continue
         print(f"... {name}", file=sys.stderr, flush=True)
-        if name == "replay":
-            # Its own process, so its peak RSS is the aggregator's, not this harness's.
-            out = subprocess.run(
-                [sys.executable, "-c", _REPLAY.format(smoke=smoke)], capture_output=True, text=True, check=True
-            )
-            figures.update(json.loads(out.stdout))
-        else:
-            figures.update(step())
+        try:
+            if name == "replay":
+                # Its own process, so its peak RSS is the aggregator's, not this harness's.
+                out = subprocess.run(
+                    [sys.executable, "-c", _REPLAY.format(smoke=smoke)], capture_output=True, text=True, check=True
+                )
+                figures.update(json.loads(out.stdout))
+            else:
+                figures.update(step())
+        except Exception as e:  # one failed figure must not lose the others
+            figures[f"{name}_error"] = f"{type(e).__name__}: {e}"
+            failed.append(name)
+            print(f"    {name} failed: {e}", file=sys.stderr, flush=True)
+        path.write_text(json.dumps(figures, indent=2) + "\n")  # partial results survive a crash
     if "ingest_events_per_s" in figures and "kafka_tool_records_per_s" in figures:
         figures["ingest_vs_kafka_tool"] = round(figures["ingest_events_per_s"] / figures["kafka_tool_records_per_s"], 2)
     width = max(len(k) for k in figures)
@@ -80,12 +89,12 @@ def main() -> None:
     for k, v in figures.items():
         shown = f"{v:,}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
         print(f"{k:<{width}}  {shown:>14}  {TARGETS.get(k, '')}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}{'-smoke' if smoke else ''}.json"
     for p in (path, args.json):
         if p:
             p.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nwritten to {path}", file=sys.stderr)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 _REPLAY = (

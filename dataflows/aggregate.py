@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dataflows.kafka_source import KafkaBatch
 from tally.events.schema import decode_messages
-from tally.rollup import Flush, PartitionAggregator, RawEvent
+from tally.rollup import Flush, PartitionAggregator, RawEvent, position
 
 
 @dataclass
@@ -37,14 +37,21 @@ class Aggregate:
                     agg.restore(key, acc, width)
             state = PartitionState(agg, last_flush=self.clock())
         if batch.values:
-            events, errors = decode_messages(batch.values)
+            # Each message is NDJSON of one or more events (tally.producer): one decode for all.
+            lines: list[bytes] = []
+            positions: list[int] = []
+            for offset, value in zip(batch.offsets, batch.values, strict=True):
+                for j, line in enumerate(value.split(b"\n")):
+                    lines.append(line)
+                    positions.append(position(offset, j))
+            events, errors = decode_messages(lines)
             bad = set()
             for e in errors:
                 reason = f"{e.field}: {e.message}" if e.field else e.message
-                state.invalid.append((batch.offsets[e.index], batch.values[e.index], reason))
+                state.invalid.append((positions[e.index], lines[e.index], reason))
                 bad.add(e.index)
-            good = [i for i in range(len(batch.values)) if i not in bad] if bad else range(len(batch.values))
-            state.raw.extend((batch.offsets[i], ev, batch.values[i]) for i, ev in zip(good, events, strict=True))
+            good = [i for i in range(len(lines)) if i not in bad] if bad else range(len(lines))
+            state.raw.extend((positions[i], ev, lines[i]) for i, ev in zip(good, events, strict=True))
             state.agg.add(events)
             state.pending = True
         state.next_offset = batch.next_offset

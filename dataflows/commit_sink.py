@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from dataflows import metrics
 from tally.events.schema import encode_event
-from tally.rollup import Flush
+from tally.rollup import LINE_BITS, Flush
 from tally.settings import Settings
 from tally.storage import raw_events, rollups
 
@@ -60,8 +60,14 @@ class CommitPartition(StatelessSinkPartition[Flush]):
                 errors.append(str(err))
 
         part = str(flush.partition).encode()
-        for offset, value, reason in flush.invalid:
-            headers = [("reason", reason.encode()), ("partition", part), ("offset", str(offset).encode())]
+        for pos, value, reason in flush.invalid:
+            offset, line = pos >> LINE_BITS, pos & ((1 << LINE_BITS) - 1)
+            headers = [
+                ("reason", reason.encode()),
+                ("partition", part),
+                ("offset", str(offset).encode()),
+                ("line", str(line).encode()),
+            ]
             self.producer.produce(self.settings.dlq_topic, value=value, headers=headers, on_delivery=check)
         for e in flush.late:
             self.producer.produce(

@@ -90,7 +90,16 @@ class RollupRow:
         return datetime.fromtimestamp(self.bucket, UTC)
 
 
-# A valid event as it travels to raw storage: its Kafka offset, the decoded event, the message bytes.
+# A Kafka message holds up to 2**LINE_BITS events (NDJSON); an event's position in the stream is
+# offset << LINE_BITS | line: unique, ordered, and the same every time the message is read again.
+LINE_BITS = 10
+
+
+def position(offset: int, line: int) -> int:
+    return offset << LINE_BITS | line
+
+
+# A valid event as it travels to raw storage: its stream position, the decoded event, its JSON bytes.
 RawEvent = tuple[int, Event, bytes]
 
 
@@ -104,7 +113,7 @@ class Flush:
     rows: list[RollupRow]
     raw: list[RawEvent]  # every valid event, late ones included: raw storage keeps all of them
     late: list[Event]
-    invalid: list[tuple[int, bytes, str]]  # (offset, message, reason) for the dead-letter topic
+    invalid: list[tuple[int, bytes, str]]  # (position, line, reason) for the dead-letter topic
 
 
 def bucket_of(ts: float) -> int:

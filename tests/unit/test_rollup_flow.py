@@ -8,6 +8,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from dataflows.kafka_source import KafkaBatch, Restore
 from dataflows.rollups import get_flow, owned_partitions
 from tally.events.schema import Event, encode_event
+from tally.rollup import position
 from tally.settings import Settings
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -65,8 +66,11 @@ def test_counts_per_minute_and_offsets_are_exact_on_one_and_two_workers(workers)
 def test_malformed_messages_go_to_the_dead_letter_list_with_offset_and_reason():
     values = [message(0, 1), b'{"event_id":"x","event_type":"BAD","timestamp":"2026-11-26T10:00:00Z"}', b"not json"]
     (flush,) = run(batches(0, values, 3), 1)
-    assert [(o, reason.split(":")[0]) for o, _v, reason in flush.invalid] == [(1, "event_type"), (2, "not valid JSON")]
-    assert [o for o, _e, _v in flush.raw] == [0]
+    assert [(o, reason.split(":")[0]) for o, _v, reason in flush.invalid] == [
+        (position(1, 0), "event_type"),
+        (position(2, 0), "not valid JSON"),
+    ]
+    assert [o for o, _e, _v in flush.raw] == [position(0, 0)]
     assert flush.rows[0].acc.count == 1 and flush.next_offset == 3
 
 
@@ -74,6 +78,20 @@ def test_late_events_are_routed_to_the_late_list_not_dropped():
     values = [message(0, 0), message(1, 600), message(2, 10)]  # e2 is 590 s behind: beyond 120 s lateness
     flushes = run(batches(0, values, 2), 1)
     assert [e.event_id for f in flushes for e in f.late] == ["e2"]
+    # Late is about the rollup only: raw storage still keeps the event, with its position and bytes.
+    raw = [(o, e.event_id, v) for f in flushes for o, e, v in f.raw]
+    assert raw == [(position(i, 0), f"e{i}", values[i]) for i in range(3)]
+
+
+def test_a_message_of_several_ndjson_events_is_decoded_line_by_line():
+    good = [message(i, i) for i in range(3)]
+    bad = b'{"event_id":"x","event_type":"BAD","timestamp":"2026-11-26T10:00:00Z"}'
+    batch = b"\n".join([good[0], bad, good[1]])
+    items = [("0", KafkaBatch(0, [batch, good[2]], [7, 8], 9, Restore(None, {})))]
+    (flush,) = run(items, 1)
+    assert [o for o, _e, _v in flush.raw] == [position(7, 0), position(7, 2), position(8, 0)]
+    assert [(o, v) for o, v, _r in flush.invalid] == [(position(7, 1), bad)]
+    assert sum(r.acc.count for r in flush.rows if r.width == 60) == 3
 
 
 def test_processes_split_the_partitions_between_them():

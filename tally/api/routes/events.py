@@ -83,7 +83,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
     else:
         values = [encode_event(e) for e in events]
     try:
-        await producer.send(values, [e.event_id.encode() for e in events])
+        await producer.send_events(values, [e.event_id for e in events])
     except ProduceError as e:
         metrics.UNAVAILABLE.inc(len(events))
         return problem(
