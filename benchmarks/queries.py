@@ -22,29 +22,52 @@ from tally.storage import raw_events, rollups
 
 
 def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int, partitions: int) -> int:
-    """Minute rows as the dataflow writes them: every series in every partition, every minute."""
+    """Minute and hour rows as the dataflow writes them: every series in every partition."""
     rng = random.Random(1)
     sketches = []
     for _ in range(64):
         h = Hll()
         h.add_hashes(hash_user(f"u{rng.randrange(500)}") for _ in range(5))
         sketches.append(h.to_bytes())
+    cols = (
+        "(bucket, event_type, source, kafka_partition, event_count, value_count, value_sum, value_min, value_max,"
+        " users, final)"
+    )
+    hours = []
     n = 0
     with rollups.connect(settings) as conn, conn.cursor() as cur:
-        with cur.copy(
-            "copy rollup_1m (bucket, event_type, source, kafka_partition, event_count, value_count, value_sum,"
-            " value_min, value_max, users, final) from stdin"
-        ) as copy:
+        with cur.copy(f"copy rollup_1m {cols} from stdin") as copy:
             for s in range(series):
                 et, src = f"{prefix}.type{s // 4}", ["web", "ios", "android", "backend"][s % 4]
-                for m in range(1440 * days):
-                    t = start + timedelta(minutes=m)
+                for h in range(24 * days):
                     for p in range(partitions):
-                        c = rng.randrange(1, 50)
-                        copy.write_row((t, et, src, p, c, c, float(c), 0.0, 10.0, sketches[n % 64], True))
-                        n += 1
+                        total = 0
+                        for m in range(60):
+                            c = rng.randrange(1, 50)
+                            total += c
+                            t = start + timedelta(hours=h, minutes=m)
+                            copy.write_row((t, et, src, p, c, c, float(c), 0.0, 10.0, sketches[n % 64], True))
+                            n += 1
+                        hours.append(
+                            (
+                                start + timedelta(hours=h),
+                                et,
+                                src,
+                                p,
+                                total,
+                                total,
+                                float(total),
+                                0.0,
+                                10.0,
+                                sketches[n % 64],
+                                True,
+                            )
+                        )
+        with cur.copy(f"copy rollup_1h {cols} from stdin") as copy:
+            for row in hours:
+                copy.write_row(row)
         conn.commit()
-    return n
+    return n + len(hours)
 
 
 def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
@@ -87,7 +110,7 @@ def run(
 ) -> dict:
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
-    prefix = seed_id or f"q{series}x{days}"
+    prefix = seed_id or f"q{series}x{days}v2"
     client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=120)
     probe = client.get(
         "/api/aggregate", params={"from": start.isoformat(), "to": end.isoformat(), "event_type": f"{prefix}.type0"}

@@ -11,6 +11,7 @@ therefore exactly once.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -21,6 +22,8 @@ from tally.events.schema import encode_event
 from tally.rollup import LINE_BITS, Flush
 from tally.settings import Settings
 from tally.storage import raw_events, rollups
+
+log = logging.getLogger("tally.dataflow.commit")
 
 
 class CommitSink(DynamicSink[Flush]):
@@ -45,10 +48,35 @@ class CommitPartition(StatelessSinkPartition[Flush]):
     def write_batch(self, items: list[Flush]) -> None:
         for flush in items:
             t0 = time.perf_counter()
-            self._side_topics(flush)
-            self.raw.write(flush.raw, shard=flush.partition)
-            rollups.write_flush(self.pg, self.settings.events_topic, flush)
+            self._retrying("kafka side topics", lambda f=flush: self._side_topics(f))
+            self._retrying("cassandra", lambda f=flush: self.raw.write(f.raw, shard=f.partition))
+            self._retrying("postgres", lambda f=flush: self._commit(f))
             self._observe(flush, time.perf_counter() - t0)
+
+    def _commit(self, flush: Flush) -> None:
+        if self.pg.closed:
+            self.pg = rollups.connect(self.settings)
+        try:
+            rollups.write_flush(self.pg, self.settings.events_topic, flush)
+        except Exception:
+            self.pg.close()  # reconnect on the next try: the transaction was rolled back
+            raise
+
+    def _retrying(self, what: str, step) -> None:
+        """Retry a store that is down or overloaded, holding the dataflow back (nothing new is read
+        while this blocks, so memory stays bounded) instead of crashing into a replay loop."""
+        delay = 0.5
+        while True:
+            try:
+                step()
+                if delay > 0.5:
+                    log.warning("%s is writable again", what)
+                return
+            except Exception as e:
+                metrics.STORE_RETRIES.labels(what).inc()
+                log.warning("%s write failed (%s); retrying in %.1f s", what, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _side_topics(self, flush: Flush) -> None:
         if not flush.invalid and not flush.late:

@@ -12,6 +12,7 @@ Malformed messages and late events are part of each flush and always written to 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--process", type=int, default=0, help="this process' index")
     parser.add_argument("--processes", type=int, default=None, help="how many processes share the partitions")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     processes = args.processes or settings.dataflow_processes
     metrics.serve(settings.dataflow_metrics_port + args.process)

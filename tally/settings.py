@@ -63,8 +63,10 @@ class Settings(BaseSettings):
     flush_interval_s: float = 1.0
     # An event up to this far behind the watermark still updates its bucket; later ones are late.
     allowed_lateness_s: int = 300
-    # Messages fetched per Kafka poll: large batches keep per-event overhead in C, not Python.
-    consume_batch: int = 10_000
+    # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
+    # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
+    # small enough that a replayed backlog flushes in pieces.
+    consume_batch: int = 50
 
     prometheus_port: int = 9090
     # Where Prometheus finds Tally's own processes (they serve /metrics).

@@ -55,3 +55,33 @@ def test_a_replay_with_other_flush_boundaries_overwrites_the_uncommitted_chunks(
     got = [msgspec.json.decode(b)["event_id"] for b in bodies]
     want = [e.event_id for _o, e, _v in sorted(raw, key=lambda r: (-raw_events.us(r[1].timestamp), r[1].event_id))]
     assert got == want
+
+
+def test_a_huge_second_of_one_event_type_is_split_into_bounded_rows(stack, session):
+    event_type = f"raw.{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC).replace(minute=20, second=0, microsecond=0)
+    events = [
+        Event(f"big{i:05d}", event_type, start + timedelta(microseconds=i), "web", "u", None, {"pad": "x" * 200})
+        for i in range(9000)
+    ]
+    raw = [(i, e, encode_event(e)) for i, e in enumerate(events)]
+    raw_events.RawEventWriter(session, stack).write(raw, shard=0)  # ~2.3 MB in one second: several rows
+    hour = start.replace(minute=0)
+    rows = list(
+        session.execute(
+            "select first_offset, events from event_chunks where event_type = %s and hour = %s and shard = 0",
+            (event_type, hour),
+        )
+    )
+    assert len(rows) >= 3 and all(len(r.events) <= raw_events.PIECE_BYTES + 2 for r in rows)
+    assert stored_count(session, event_type, start) == 9000
+    reader = raw_events.RawEventReader(session, shards=1)
+    q = raw_events.RawQuery([event_type], start, start + timedelta(minutes=1), limit=1000)
+    seen = []
+    while True:
+        bodies, cursor = reader.page(q)
+        seen += [msgspec.json.decode(b)["event_id"] for b in bodies]
+        if cursor is None:
+            break
+        q.cursor = cursor
+    assert seen == [f"big{i:05d}" for i in reversed(range(9000))]
