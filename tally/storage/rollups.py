@@ -15,10 +15,19 @@ SCHEMA_LOCK = 0x7461_6C6C  # "tall": any constant shared by every process applyi
 
 TABLES = {60: "rollup_1m", 3600: "rollup_1h"}
 
-_UPSERT = """
-insert into {table} (bucket, event_type, source, kafka_partition, event_count, value_count,
-                       value_sum, value_min, value_max, users, final, updated_at)
-values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+_COLUMNS = (
+    "bucket, event_type, source, kafka_partition, event_count, value_count, value_sum, value_min, value_max,"
+    " users, final"
+)
+# Rows arrive by COPY into a temporary table and are merged with one statement: row-by-row
+# upserts managed ~24 K rows/s, COPY ~150 K (the benchmark with 10,000 active keys needs 20 K+).
+_STAGE = f"""
+create temporary table if not exists flush_rows as
+select {_COLUMNS} from rollup_1m with no data
+"""
+_MERGE = f"""
+insert into {{table}} ({_COLUMNS}, updated_at)
+select {_COLUMNS}, now() from flush_rows
 on conflict (event_type, source, bucket, kafka_partition) do update set
     event_count = excluded.event_count, value_count = excluded.value_count,
     value_sum = excluded.value_sum, value_min = excluded.value_min, value_max = excluded.value_max,
@@ -44,8 +53,11 @@ def apply_schema(conn: psycopg.Connection) -> None:
         conn.execute(SCHEMA.read_text())
 
 
-def write_flush(conn: psycopg.Connection, topic: str, flush: Flush) -> None:
-    """Overwrite the partition's changed rows and move its offset, atomically."""
+def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bool = True) -> None:
+    """Overwrite the partition's changed rows and move its offset, atomically.
+
+    `use_copy=False` stages rows with INSERTs instead, for servers without COPY FROM STDIN (the
+    PGlite TimescaleDB conformance target); the merge into the rollup tables is the same."""
     by_table: dict[str, list[tuple]] = {}
     for r in flush.rows:
         a = r.acc
@@ -66,8 +78,17 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush) -> None:
         )
     watermark = datetime.fromtimestamp(flush.watermark, UTC) if flush.watermark is not None else None
     with conn.transaction(), conn.cursor() as cur:
+        if by_table:
+            cur.execute(_STAGE)
         for table, params in by_table.items():
-            cur.executemany(_UPSERT.format(table=table), params)
+            cur.execute("truncate flush_rows")
+            if use_copy:
+                with cur.copy(f"copy flush_rows ({_COLUMNS}) from stdin") as copy:
+                    for row in params:
+                        copy.write_row(row)
+            else:
+                cur.executemany(f"insert into flush_rows ({_COLUMNS}) values ({', '.join(['%s'] * 11)})", params)
+            cur.execute(_MERGE.format(table=table))
         cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))
 
 

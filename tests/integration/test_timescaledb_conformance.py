@@ -67,8 +67,8 @@ def test_the_rollup_schema_becomes_a_hypertable_and_takes_flushes(timescaledb_ds
         for v in (1.0, 2.0, 3.0):
             acc.add(v, "u1")
         flush = Flush(0, 42, bucket + 30, [RollupRow(bucket, "click", "web", 0, acc, False)], [], [], [])
-        rollups.write_flush(conn, "events", flush)
-        rollups.write_flush(conn, "events", flush)  # a replay overwrites
+        rollups.write_flush(conn, "events", flush, use_copy=False)
+        rollups.write_flush(conn, "events", flush, use_copy=False)  # a replay overwrites
         assert conn.execute("select event_count, value_sum from rollup_1m").fetchall() == [(3, 6.0)]
         offset, watermark, cells = rollups.load_partition(conn, "events", 0)
         assert offset == 42 and watermark == bucket + 30 and cells[(60, (bucket, "click", "web"))].count == 3
