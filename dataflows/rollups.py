@@ -19,7 +19,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.aggregate import Aggregate
+from dataflows.aggregate import Aggregate, AggregateLogic
 from dataflows.commit_sink import CommitSink
 from dataflows.kafka_source import KafkaPartitionsSource
 from tally.settings import Settings, get_settings
@@ -41,8 +41,9 @@ def get_flow(
             settings, partitions if partitions is not None else list(range(settings.kafka_partitions))
         )
     batches = op.input("kafka_in", flow, source)
-    flushes = op.stateful_map("aggregate", batches, Aggregate(settings.allowed_lateness_s, settings.flush_interval_s))
-    due = op.filter_map("flush_due", flushes, lambda key_flush: key_flush[1])
+    aggregate = Aggregate(settings.allowed_lateness_s, settings.flush_interval_s)
+    flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
+    due = op.key_rm("flush_due", flushes)
     op.output("commit_out", due, sink if sink is not None else CommitSink(settings))
     return flow
 
