@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from bytewax.operators import StatefulLogic
 
+from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
 from tally.events.schema import decode_messages
 from tally.rollup import Flush, PartitionAggregator, RawEvent, position
@@ -23,7 +24,8 @@ class PartitionState:
 
 
 class Aggregate:
-    """`op.stateful_map` mapper, keyed by Kafka partition."""
+    """The per-partition step, as a pure function of (state, batch): run by `AggregateLogic` in the
+    flow, called directly with a fake clock in tests."""
 
     def __init__(self, allowed_lateness_s: int, flush_interval_s: float, clock=time.monotonic):
         self.allowed_lateness_s = allowed_lateness_s
@@ -64,6 +66,7 @@ class Aggregate:
         if not state.pending and not closing:
             return state, None
         flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
+        metrics.OPEN_CELLS.labels(str(batch.partition)).set(len(state.agg.open) + len(state.agg.hours))
         state.invalid = []
         state.raw = []
         state.pending = False

@@ -6,7 +6,7 @@
 
 A crash before 3 replays the batch from the old offset and rewrites 1-2 (at worst a DLQ/late
 record twice, each carrying its source offset); a crash after 3 resumes after it. Rollups are
-therefore exactly once.
+therefore exactly once. A store that fails is retried with back-off, holding the dataflow back.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class CommitPartition(StatelessSinkPartition[Flush]):
             )
         remaining = self.producer.flush(30)
         if remaining or errors:
-            # Raising stops the dataflow before the offset moves: nothing is lost, the batch replays.
+            # Raising makes write_batch retry before the offset moves: nothing is lost.
             raise RuntimeError(f"could not write dead-letter/late records: {errors or remaining}")
 
     def _observe(self, flush: Flush, seconds: float) -> None:

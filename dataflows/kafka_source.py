@@ -8,8 +8,7 @@ tally.storage.rollups), so position and results can never disagree.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -32,7 +31,6 @@ class KafkaBatch:
     offsets: list[int]
     next_offset: int
     restore: Restore | None = None
-    at: float = field(default_factory=time.monotonic)
 
 
 def consumer_config(settings: Settings) -> dict:

@@ -17,7 +17,7 @@ FLUSH_SECONDS = Histogram(
 STORE_RETRIES = Counter("tally_dataflow_store_retries_total", "Failed writes retried, by store", ["store"])
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
-OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open (minute, event_type, source) cells held in memory", ["partition"])
+OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open minute and hour cells held in memory", ["partition"])
 
 
 def serve(port: int) -> None:

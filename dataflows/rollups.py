@@ -1,8 +1,8 @@
-"""The rollup dataflow: Kafka `events` -> minute rollups in PostgreSQL + raw events in Cassandra.
+"""The rollup dataflow: Kafka `events` -> minute and hour rollups in PostgreSQL + raw events in Cassandra.
 
     kafka_in (a Kafka batch per item, per partition)
-      -> aggregate (decode, fold into open minute buckets; flush every `flush_interval_s`)
-      -> flush_due (only flushes go on)
+      -> aggregate (decode, fold into open minute and hour buckets; emit a flush every `flush_interval_s`)
+      -> flush_due (drop the partition key)
       -> commit_out (DLQ + late topics, Cassandra, then rollups + offset in one PostgreSQL transaction)
 
 Malformed messages and late events are part of each flush and always written to their topics

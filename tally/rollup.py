@@ -1,4 +1,4 @@
-"""Minute rollups: the accumulators and the per-partition aggregator, in plain Python.
+"""Minute and hour rollups: the accumulators and the per-partition aggregator, in plain Python.
 
 The dataflow (dataflows/), the backfill and the tests all aggregate through this module, so the
 engine that drives it stays replaceable. Nothing here does I/O.
