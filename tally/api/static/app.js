@@ -8,6 +8,9 @@ const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2"
 let plot = null;
 let cursors = [null]; // cursor stack for event paging: cursors[i] fetches page i
 let page = 0;
+// Requests overlap (live refresh, user changes); only the newest one may draw, or a slow answer
+// to an old query would overwrite the current one.
+const latest = { chart: 0, events: 0 };
 
 function range() {
   if ($("range").value === "custom" && $("from").value && $("to").value) {
@@ -50,7 +53,9 @@ async function refreshChart() {
   if ($("granularity").value) p.set("granularity", $("granularity").value);
   if ($("group").value) p.set("group_by", $("group").value);
   selectedTypes().forEach((t) => p.append("event_type", t));
+  const seq = ++latest.chart;
   const body = await getJSON("/api/aggregate", p);
+  if (seq !== latest.chart) return;
   $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
   draw(body, metric, from, to);
 }
@@ -95,7 +100,9 @@ async function refreshEvents() {
   const attr = $("fattr").value.split("=");
   if (attr.length === 2 && attr[0]) p.set("attr." + attr[0].trim(), attr[1].trim());
   if (cursors[page]) p.set("cursor", cursors[page]);
+  const seq = ++latest.events;
   const body = await getJSON("/api/filtered_events", p);
+  if (seq !== latest.events) return;
   cursors[page + 1] = body.next_cursor;
   tbody.replaceChildren(...body.events.map(row));
   $("evinfo").textContent = `page ${page + 1}, ${body.events.length} events, newest first`;
