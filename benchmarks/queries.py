@@ -16,6 +16,7 @@ import httpx
 
 from benchmarks.common import pct, report
 from tally.events.schema import Event, encode_event
+from tally.rollup import RawBatch
 from tally.settings import Settings, get_settings
 from tally.sketch import Hll, hash_user
 from tally.storage import raw_events, rollups
@@ -89,7 +90,7 @@ def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
         ]
         for i in range(0, n, 5000):
             raw = [(i + j, e, encode_event(e)) for j, e in enumerate(events[i : i + 5000])]
-            writer.write(raw, shard=i // 5000 % settings.kafka_partitions)
+            writer.write(RawBatch.of(raw), shard=i // 5000 % settings.kafka_partitions)
     finally:
         cluster.shutdown()
     return n

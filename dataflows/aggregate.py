@@ -10,7 +10,7 @@ from bytewax.operators import StatefulLogic
 from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
 from tally.events.schema import decode_messages
-from tally.rollup import Flush, PartitionAggregator, RawEvent, position
+from tally.rollup import Flush, PartitionAggregator, RawBatch, position, seconds_of
 
 
 @dataclass
@@ -18,7 +18,7 @@ class PartitionState:
     agg: PartitionAggregator
     last_flush: float = field(default_factory=time.monotonic)
     invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
-    raw: list[RawEvent] = field(default_factory=list)
+    raw: RawBatch = field(default_factory=RawBatch)
     next_offset: int = 0
     pending: bool = False  # something changed since the last flush
 
@@ -54,9 +54,12 @@ class Aggregate:
                 reason = f"{e.field}: {e.message}" if e.field else e.message
                 state.invalid.append((positions[e.index], lines[e.index], reason))
                 bad.add(e.index)
-            good = [i for i in range(len(lines)) if i not in bad] if bad else range(len(lines))
-            state.raw.extend((positions[i], ev, lines[i]) for i, ev in zip(good, events, strict=True))
-            state.agg.add(events)
+            if bad:
+                good = [i for i in range(len(lines)) if i not in bad]
+                lines, positions = [lines[i] for i in good], [positions[i] for i in good]
+            seconds = seconds_of(events)
+            state.raw.add(events, seconds, positions, lines)
+            state.agg.add(events, seconds)
             state.pending = True
         state.next_offset = batch.next_offset
         now = self.clock()
@@ -68,7 +71,7 @@ class Aggregate:
         flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
         metrics.OPEN_CELLS.labels(str(batch.partition)).set(len(state.agg.open) + len(state.agg.hours))
         state.invalid = []
-        state.raw = []
+        state.raw = RawBatch()
         state.pending = False
         state.last_flush = now
         return state, flush

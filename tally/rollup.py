@@ -45,8 +45,15 @@ class Acc:
 
     def add_events(self, events: list[Event]) -> None:
         """Fold many events of this cell at once: one sketch update per batch, not per event."""
-        self.count += len(events)
-        values = [e.value for e in events if e.value is not None]
+        self.fold(
+            len(events),
+            [e.value for e in events if e.value is not None],
+            [hash_user(e.user_id) for e in events if e.user_id is not None],
+        )
+
+    def fold(self, count: int, values: list[float], user_hashes: list[int]) -> None:
+        """Fold a batch already reduced to its count, its values and its users' hashes."""
+        self.count += count
         if values:
             self.value_count += len(values)
             self.value_sum += sum(values)
@@ -55,9 +62,8 @@ class Acc:
                 self.value_min = lo
             if self.value_max is None or hi > self.value_max:
                 self.value_max = hi
-        users = [hash_user(e.user_id) for e in events if e.user_id is not None]
-        if users:
-            self.users.add_hashes(users)
+        if user_hashes:
+            self.users.add_hashes(user_hashes)
 
     def merge(self, other: Acc) -> None:
         self.count += other.count
@@ -99,8 +105,49 @@ def position(offset: int, line: int) -> int:
     return offset << LINE_BITS | line
 
 
-# A valid event as it travels to raw storage: its stream position, the decoded event, its JSON bytes.
-RawEvent = tuple[int, Event, bytes]
+def seconds_of(events: list[Event]) -> list[int]:
+    """Event time in whole epoch seconds (floor), computed once per event for rollups and raw chunks."""
+    return [int(e.timestamp.timestamp() // 1) for e in events]
+
+
+class RawBatch:
+    """Valid events as raw storage writes them: grouped by (event_type, second of event time), each
+    group holding its stream positions and JSON lines in stream order. Grouping happens in the
+    dataflow's one pass over a batch, so the writer does no work per event."""
+
+    __slots__ = ("chunks", "count")
+
+    def __init__(self) -> None:
+        self.chunks: dict[tuple[str, int], tuple[list[int], list[bytes]]] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, events: list[Event], seconds: list[int], positions: list[int], lines: list[bytes]) -> None:
+        chunks = self.chunks
+        for event, second, pos, line in zip(events, seconds, positions, lines, strict=True):
+            key = (event.event_type, second)
+            chunk = chunks.get(key)
+            if chunk is None:
+                chunks[key] = ([pos], [line])
+            else:
+                chunk[0].append(pos)
+                chunk[1].append(line)
+        self.count += len(events)
+
+    def items(self) -> list[tuple[int, bytes]]:
+        """Every (position, JSON line), in stream order."""
+        pairs = (pair for positions, lines in self.chunks.values() for pair in zip(positions, lines, strict=True))
+        return sorted(pairs)
+
+    @classmethod
+    def of(cls, raw: list[tuple[int, Event, bytes]]) -> RawBatch:
+        """From (position, event, line) triples, in the order given."""
+        batch = cls()
+        events = [e for _p, e, _v in raw]
+        batch.add(events, seconds_of(events), [p for p, _e, _v in raw], [v for _p, _e, v in raw])
+        return batch
 
 
 @dataclass
@@ -111,7 +158,7 @@ class Flush:
     next_offset: int
     watermark: int | None
     rows: list[RollupRow]
-    raw: list[RawEvent]  # every valid event, late ones included: raw storage keeps all of them
+    raw: RawBatch  # every valid event, late ones included: raw storage keeps all of them
     late: list[Event]
     invalid: list[tuple[int, bytes, str]]  # (position, line, reason) for the dead-letter topic
 
@@ -149,7 +196,7 @@ class PartitionAggregator:
     def is_closed(self, bucket: int, width: int = BUCKET_S) -> bool:
         return self.watermark is not None and bucket + width + self.allowed_lateness_s <= self.watermark
 
-    def add(self, events: list[Event]) -> None:
+    def add(self, events: list[Event], seconds: list[int] | None = None) -> None:
         # Lateness is judged against the watermark as of the start of the batch, so the order of
         # events inside one Kafka batch never changes the outcome.
         high = self.watermark
@@ -157,8 +204,7 @@ class PartitionAggregator:
         limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
         cells: dict[Key, list[Event]] = {}
         late = self.late
-        for e in events:
-            t = int(e.timestamp.timestamp() // 1)
+        for e, t in zip(events, seconds_of(events) if seconds is None else seconds, strict=True):
             bucket = t - t % BUCKET_S
             if limit is not None and bucket <= limit:
                 late.append(e)
@@ -171,24 +217,28 @@ class PartitionAggregator:
                 cell.append(e)
             if high is None or t > high:
                 high = t
+        opened, hours = self.open, self.hours
         for key, evs in cells.items():
-            batch = Acc()
-            batch.add_events(evs)
-            acc = self.open.get(key)
+            # Reduce the cell's events once, then fold the result into its minute and its hour.
+            n = len(evs)
+            values = [e.value for e in evs if e.value is not None]
+            users = [hash_user(e.user_id) for e in evs if e.user_id is not None]
+            acc = opened.get(key)
             if acc is None:
-                self.open[key] = batch
-            else:
-                acc.merge(batch)
-            self.dirty.add(key)
+                acc = opened[key] = Acc()
+            acc.fold(n, values, users)
             hour_key = (key[0] - key[0] % HOUR_S, key[1], key[2])
-            hour = self.hours.get(hour_key)
+            hour = hours.get(hour_key)
             if hour is None:
-                hour = self.hours[hour_key] = Acc()
-            hour.merge(batch)
+                hour = hours[hour_key] = Acc()
+            hour.fold(n, values, users)
             self.dirty_hours.add(hour_key)
+        self.dirty.update(cells)
         self.watermark = high
 
-    def flush(self, next_offset: int, raw: list[RawEvent], invalid: list[tuple[int, bytes, str]]) -> Flush:
+    def flush(
+        self, next_offset: int, raw: RawBatch | None = None, invalid: list[tuple[int, bytes, str]] | None = None
+    ) -> Flush:
         """Rows changed since the last flush (final ones evicted) and the late events, with the
         raw events and invalid messages the caller collected since the last flush."""
         rows = []
@@ -200,6 +250,6 @@ class PartitionAggregator:
                 if closed:
                     del cells[key]
             dirty.clear()
-        out = Flush(self.partition, next_offset, self.watermark, rows, raw, self.late, invalid)
+        out = Flush(self.partition, next_offset, self.watermark, rows, raw or RawBatch(), self.late, invalid or [])
         self.late = []
         return out

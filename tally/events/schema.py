@@ -18,7 +18,10 @@ import msgspec
 _FLOAT_MAX = 1.7976931348623157e308
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-EventType = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.-]{1,64}$")]
+EVENT_TYPE_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+# msgspec checks a `pattern` with Python's `re` on every value (0.4 us an event, 40 % of a decode);
+# the pattern is checked per distinct type after decoding instead (see `_check_types`).
+EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=64, extra_json_schema={"pattern": EVENT_TYPE_PATTERN})]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Source = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -60,6 +63,9 @@ _one = msgspec.json.Decoder(Event)
 _many = msgspec.json.Decoder(list[Event])
 _raw_many = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder = msgspec.json.Encoder()
+_TYPE_OK = re.compile(EVENT_TYPE_PATTERN).match
+_TYPE_ERROR = f"Expected `str` matching regex {EVENT_TYPE_PATTERN!r}"
+_valid_types: set[str] = set()
 _PATH = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
 _FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`")
 
@@ -75,7 +81,7 @@ def decode_batch(body: bytes) -> tuple[list[Event], list[EventError]]:
         raise BodyError("the body is empty; send a JSON object, a JSON array, or NDJSON")
     if stripped[:1] == b"{":
         try:
-            return [_one.decode(body)], []
+            return _check_types([_one.decode(body)], [])
         except msgspec.ValidationError as e:
             return [], [_error(0, e)]
         except msgspec.DecodeError as e:
@@ -83,7 +89,7 @@ def decode_batch(body: bytes) -> tuple[list[Event], list[EventError]]:
     if stripped[:1] != b"[":
         raise BodyError("the body must be a JSON object or a JSON array of objects")
     try:
-        return _many.decode(body), []
+        return _check_types(_many.decode(body), [])
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError as e:
@@ -92,7 +98,7 @@ def decode_batch(body: bytes) -> tuple[list[Event], list[EventError]]:
         items = _raw_many.decode(body)
     except msgspec.DecodeError as e:  # a type error came first, but the JSON is broken too
         raise BodyError(f"the body is not valid JSON: {e}") from e
-    return _decode_each(items)
+    return _check_types(*_decode_each(items))
 
 
 def ndjson_lines(body: bytes) -> list[bytes]:
@@ -113,9 +119,9 @@ def decode_messages(items: list[bytes]) -> tuple[list[Event], list[EventError]]:
     if not items:
         return [], []
     try:
-        return _many.decode(b"[" + b",".join(items) + b"]"), []
+        return _check_types(_many.decode(b"[" + b",".join(items) + b"]"), [])
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return _decode_each(items)
+        return _check_types(*_decode_each(items))
 
 
 def _decode_each(items: list) -> tuple[list[Event], list[EventError]]:
@@ -129,6 +135,35 @@ def _decode_each(items: list) -> tuple[list[Event], list[EventError]]:
         except msgspec.DecodeError as e:
             errors.append(EventError(i, None, f"not valid JSON: {e}"))
     return events, errors
+
+
+def _check_types(events: list[Event], errors: list[EventError]) -> tuple[list[Event], list[EventError]]:
+    """Move events whose `event_type` breaks the pattern to the errors; each distinct type is
+    matched once and remembered (a few thousand types in practice, bounded anyway)."""
+    types = {e.event_type for e in events}
+    if types <= _valid_types:
+        return events, errors
+    bad = set()
+    for t in types - _valid_types:
+        if _TYPE_OK(t) and t[-1:] != "\n":  # `$` also matches before a final newline
+            if len(_valid_types) > 100_000:
+                _valid_types.clear()
+            _valid_types.add(t)
+        else:
+            bad.add(t)
+    if not bad:
+        return events, errors
+    failed = {e.index for e in errors}
+    indexes = (i for i in range(len(events) + len(errors)) if i not in failed)
+    kept = []
+    errors = list(errors)
+    for i, event in zip(indexes, events, strict=False):
+        if event.event_type in bad:
+            errors.append(EventError(i, "event_type", _TYPE_ERROR))
+        else:
+            kept.append(event)
+    errors.sort(key=lambda e: e.index)
+    return kept, errors
 
 
 def _error(index: int, exc: msgspec.ValidationError) -> EventError:

@@ -7,19 +7,19 @@ import base64
 import heapq
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from tally.events.schema import Event
-from tally.rollup import RawEvent
+from tally.rollup import RawBatch
 from tally.settings import Settings
 
-# One second of event time per chunk row: with many event types of a few events per second each,
-# shorter slots degenerate into a row per event (measured: 2,500 types at 20 K events/s).
+# One second of event time per chunk row (RawBatch groups by whole seconds): with many event types
+# of a few events per second each, shorter slots degenerate into a row per event (measured: 2,500
+# types at 20 K events/s).
 SLOT_US = 1_000_000
 HOUR_US = 3_600_000_000
 # A chunk row holds at most this much. Pieces are cut at the same events whenever the same flush is
@@ -64,22 +64,19 @@ class RawEventWriter:
             " values (?, ?, ?, ?, ?, ?) using ttl ?"
         )
 
-    def write(self, raw: Iterable[RawEvent], shard: int) -> int:
-        """Write events as one chunk per (event_type, slot), concurrently; raise if any write failed."""
+    def write(self, raw: RawBatch, shard: int) -> int:
+        """Write events as one chunk row per (event_type, second), split into bounded pieces,
+        concurrently; raise if any write failed."""
         from cassandra.concurrent import execute_concurrent_with_args
 
-        chunks: dict[tuple[str, int], list[tuple[int, bytes]]] = defaultdict(list)
-        n = 0
-        for offset, event, value in raw:
-            chunks[(event.event_type, us(event.timestamp) // SLOT_US)].append((offset, value))
-            n += 1
         rows = []
-        for (event_type, slot), items in chunks.items():
-            slot_us = slot * SLOT_US
+        for (event_type, second), (positions, lines) in raw.chunks.items():
+            slot_us = second * SLOT_US
             hour = from_us(slot_us - slot_us % HOUR_US)
-            for piece in _pieces(items):
-                body = b"[" + b",".join(v for _o, v in piece) + b"]"
-                rows.append((event_type, hour, shard, from_us(slot_us), piece[0][0], body, self.ttl))
+            slot = from_us(slot_us)
+            for start, end in _pieces(lines):
+                body = b"[" + b",".join(lines[start:end]) + b"]"
+                rows.append((event_type, hour, shard, slot, positions[start], body, self.ttl))
         if rows:
             # Many small rows (thousands of event types each write one per flush) are latency-bound:
             # 8 in flight capped writes near 4,000 rows/s; 64 keeps Cassandra busy instead.
@@ -87,22 +84,23 @@ class RawEventWriter:
             for ok, result in results:
                 if not ok:
                     raise result
-        return n
+        return len(raw)
 
 
-def _pieces(items: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
-    """Split a chunk so no row passes PIECE_EVENTS events or PIECE_BYTES (Cassandra refuses a
-    mutation over half a commit-log segment; a replayed backlog of one second can be huge)."""
-    piece: list[tuple[int, bytes]] = []
-    size = 0
-    for item in items:
-        if piece and (len(piece) == PIECE_EVENTS or size + len(item[1]) > PIECE_BYTES):
-            yield piece
-            piece, size = [], 0
-        piece.append(item)
-        size += len(item[1]) + 1
-    if piece:
-        yield piece
+def _pieces(lines: list[bytes]) -> Iterator[tuple[int, int]]:
+    """Split a chunk into [start, end) ranges so no row passes PIECE_EVENTS events or PIECE_BYTES
+    (Cassandra refuses a mutation over half a commit-log segment; a replayed backlog of one second
+    can be huge)."""
+    if len(lines) <= PIECE_EVENTS and sum(map(len, lines)) + len(lines) <= PIECE_BYTES:
+        yield 0, len(lines)
+        return
+    start = size = 0
+    for i, line in enumerate(lines):
+        if i > start and (i - start == PIECE_EVENTS or size + len(line) > PIECE_BYTES):
+            yield start, i
+            start, size = i, 0
+        size += len(line) + 1
+    yield start, len(lines)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def written(stack):
             mine = events[partition % 2 :: 2]
             for i in range(0, len(mine), 500):
                 agg.add(mine[i : i + 500])
-                rollups.write_flush(conn, f"test-{et}", agg.flush(i, [], []))
+                rollups.write_flush(conn, f"test-{et}", agg.flush(i))
     return et, h0, events
 
 

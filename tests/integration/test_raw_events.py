@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from tally.events.schema import Event, encode_event
+from tally.rollup import RawBatch
 from tally.storage import raw_events
 
 
@@ -42,10 +43,10 @@ def test_a_replay_with_other_flush_boundaries_overwrites_the_uncommitted_chunks(
     start = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
     raw = make_raw(event_type, 300, start)
     writer = raw_events.RawEventWriter(session, stack)
-    writer.write(raw, shard=0)  # written, then the process died before committing the offset
-    writer.write(raw[:120], shard=0)  # the replay resumes at the same offset, flushes at other points
-    writer.write(raw[120:], shard=0)
-    writer.write(raw[120:], shard=0)  # and a retry of a flush
+    writer.write(RawBatch.of(raw), shard=0)  # written, then the process died before committing the offset
+    writer.write(RawBatch.of(raw[:120]), shard=0)  # the replay resumes at the same offset, flushes at other points
+    writer.write(RawBatch.of(raw[120:]), shard=0)
+    writer.write(RawBatch.of(raw[120:]), shard=0)  # and a retry of a flush
     assert stored_count(session, event_type, start) == 300
 
     reader = raw_events.RawEventReader(session, shards=1)
@@ -65,7 +66,7 @@ def test_a_huge_second_of_one_event_type_is_split_into_bounded_rows(stack, sessi
         for i in range(9000)
     ]
     raw = [(i, e, encode_event(e)) for i, e in enumerate(events)]
-    raw_events.RawEventWriter(session, stack).write(raw, shard=0)  # ~2.3 MB in one second: several rows
+    raw_events.RawEventWriter(session, stack).write(RawBatch.of(raw), shard=0)  # ~2.3 MB in one second: several rows
     hour = start.replace(minute=0)
     rows = list(
         session.execute(

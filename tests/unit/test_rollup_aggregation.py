@@ -56,7 +56,7 @@ def test_rows_equal_the_ground_truth_per_minute_type_and_source():
     flushes = []
     for i in range(0, len(events), 137):
         agg.add(events[i : i + 137])
-        flushes.append(agg.flush(i, [], []))
+        flushes.append(agg.flush(i))
     assert final_rows(flushes) == {k: v for k, v in truth(events).items()}
     assert not any(f.late for f in flushes)
     # The hour rows are exactly the sums of their minute rows.
@@ -72,7 +72,7 @@ def test_an_event_behind_the_watermark_by_more_than_the_lateness_is_late_and_not
     agg = PartitionAggregator(0, allowed_lateness_s=60)
     agg.add([ev(1, 0), ev(2, 400)])  # watermark now T0+400 s
     agg.add([ev(3, 30), ev(4, 350)])  # minute 0 ended at 60 s: 60 + 60 <= 400, so late; 350 s is in bound
-    flush = agg.flush(4, [], [])
+    flush = agg.flush(4)
     assert [e.event_id for e in flush.late] == ["e3"]
     rows = {r.bucket - bucket_of(T0.timestamp()): r for r in flush.rows if r.width == 60}
     assert rows[0].acc.count == 1 and rows[0].final  # closed, written once more as final, then evicted
@@ -91,18 +91,18 @@ def test_a_backlog_replayed_after_a_stall_marks_nothing_late():
         chunk = events[i : i + 480]
         rng.shuffle(chunk)
         agg.add(chunk)
-    assert agg.flush(0, [], []).late == []
+    assert agg.flush(0).late == []
 
 
 def test_restored_cells_continue_where_the_committed_state_left_off():
     first = PartitionAggregator(0, allowed_lateness_s=300)
     first.add([ev(i, i) for i in range(30)])
-    committed = first.flush(30, [], [])
+    committed = first.flush(30)
     second = PartitionAggregator(0, 300, committed.watermark)
     for r in committed.rows:
         second.restore((r.bucket, r.event_type, r.source), r.acc, r.width)
     second.add([ev(i, i) for i in range(30, 50)])
-    minute, hour = sorted(second.flush(50, [], []).rows, key=lambda r: r.width)
+    minute, hour = sorted(second.flush(50).rows, key=lambda r: r.width)
     assert minute.acc.count == 50 and hour.acc.count == 50 and hour.width == 3600
 
 
@@ -121,13 +121,13 @@ def test_any_split_and_order_of_a_batch_gives_the_same_rollup(items, rnd, chunk)
     events = [ev(i, s, t, value=v, user=f"u{i % 13}") for i, (s, t, v) in enumerate(items)]
     one = PartitionAggregator(0, 3600)
     one.add(events)
-    whole = {(r.width, r.bucket, r.event_type): r.acc for r in one.flush(0, [], []).rows}
+    whole = {(r.width, r.bucket, r.event_type): r.acc for r in one.flush(0).rows}
     shuffled = events[:]
     rnd.shuffle(shuffled)
     many = PartitionAggregator(0, 3600)
     for i in range(0, len(shuffled), chunk):
         many.add(shuffled[i : i + chunk])
-    parts = {(r.width, r.bucket, r.event_type): r.acc for r in many.flush(0, [], []).rows}
+    parts = {(r.width, r.bucket, r.event_type): r.acc for r in many.flush(0).rows}
     assert whole.keys() == parts.keys()
     for k, a in whole.items():
         b = parts[k]

@@ -70,7 +70,7 @@ def test_malformed_messages_go_to_the_dead_letter_list_with_offset_and_reason():
         (position(1, 0), "event_type"),
         (position(2, 0), "not valid JSON"),
     ]
-    assert [o for o, _e, _v in flush.raw] == [position(0, 0)]
+    assert [o for o, _v in flush.raw.items()] == [position(0, 0)]
     assert flush.rows[0].acc.count == 1 and flush.next_offset == 3
 
 
@@ -79,8 +79,8 @@ def test_late_events_are_routed_to_the_late_list_not_dropped():
     flushes = run(batches(0, values, 2), 1)
     assert [e.event_id for f in flushes for e in f.late] == ["e2"]
     # Late is about the rollup only: raw storage still keeps the event, with its position and bytes.
-    raw = [(o, e.event_id, v) for f in flushes for o, e, v in f.raw]
-    assert raw == [(position(i, 0), f"e{i}", values[i]) for i in range(3)]
+    raw = [item for f in flushes for item in f.raw.items()]
+    assert raw == [(position(i, 0), values[i]) for i in range(3)]
 
 
 def test_a_message_of_several_ndjson_events_is_decoded_line_by_line():
@@ -89,7 +89,7 @@ def test_a_message_of_several_ndjson_events_is_decoded_line_by_line():
     batch = b"\n".join([good[0], bad, good[1]])
     items = [("0", KafkaBatch(0, [batch, good[2]], [7, 8], 9, Restore(None, {})))]
     (flush,) = run(items, 1)
-    assert [o for o, _e, _v in flush.raw] == [position(7, 0), position(7, 2), position(8, 0)]
+    assert [o for o, _v in flush.raw.items()] == [position(7, 0), position(7, 2), position(8, 0)]
     assert [(o, v) for o, v, _r in flush.invalid] == [(position(7, 1), bad)]
     assert sum(r.acc.count for r in flush.rows if r.width == 60) == 3
 

@@ -42,3 +42,13 @@ def test_merge_is_associative_commutative_and_equals_one_sketch_of_the_union(a, 
 def test_storage_format_round_trips(users):
     h = sketch(users)
     assert Hll.from_bytes(h.to_bytes()).to_bytes() == h.to_bytes()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(user_sets, min_size=1, max_size=8))
+def test_a_sketch_fed_in_small_batches_has_the_same_bytes_as_one_fed_at_once(batches):
+    # Small updates set registers in Python, large ones with numpy: both must give the same bytes.
+    piecewise = Hll()
+    for batch in batches:
+        piecewise.add_hashes([hash_user(f"u{u}") for u in batch])
+    assert piecewise.to_bytes() == sketch([u for batch in batches for u in batch]).to_bytes()
