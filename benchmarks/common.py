@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -32,3 +35,41 @@ def report(name: str, figures: dict) -> None:
     }
     with (RESULTS / f"{name}.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+@contextmanager
+def background_load(settings, rate: float, keys: int = 400):
+    """Ingest at `rate` events/s through the API while the block runs (0: none), from a child
+    process so the load generator does not compete for this process's GIL with what is timed.
+    Yields a dict that holds the sender's totals once the block is done."""
+    out: dict = {}
+    if not rate:
+        yield out
+        return
+    code = f"from benchmarks.common import _load_forever; _load_forever({settings.api_port}, {rate}, {keys})"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        yield out
+    finally:
+        child.terminate()
+        lines = child.communicate(timeout=30)[0].splitlines()
+        if lines:
+            out.update(json.loads(lines[-1]))
+
+
+def _load_forever(port: int, rate: float, keys: int) -> None:
+    import asyncio
+    import uuid
+
+    from benchmarks.bodies import BodyFactory
+    from tally.loadgen import post_bodies
+
+    factory = BodyFactory(f"bg{uuid.uuid4().hex[:6]}", 1000, shapes=16, event_types=max(1, keys // 4))
+    total = {"accepted": 0, "seconds": 0.0}
+    while True:  # short rounds, each reported, until the parent terminates this process
+        stats = asyncio.run(
+            post_bodies(f"http://127.0.0.1:{port}/api/events", factory.next, 1000, rate, 2.0, 4, gzipped=False)
+        )
+        total["accepted"] += stats.accepted
+        total["seconds"] += stats.seconds
+        print(json.dumps(total), flush=True)

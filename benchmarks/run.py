@@ -38,6 +38,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="seconds, not minutes: for CI")
     ap.add_argument("--duration", type=float, default=600, help="end-to-end seconds")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=120_000,
+        help="end-to-end offered events/s (0: as fast as the API takes them; the backlog then grows)",
+    )
     ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries replay")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -46,12 +52,19 @@ def main() -> None:
     steps = {
         "ingest": lambda: ingest.run(s, 3 if smoke else 30),
         "kafka": lambda: kafka_ceiling.run(s, 20_000 if smoke else 3_000_000),
-        "e2e": lambda: end_to_end.run(s, 4 if smoke else args.duration, drain_timeout_s=60 if smoke else 600),
+        "e2e": lambda: end_to_end.run(
+            s, 4 if smoke else args.duration, rate=args.rate or None, drain_timeout_s=60 if smoke else 600
+        ),
         "freshness": lambda: freshness.run(
             s, 5 if smoke else 100, load_rate=2000 if smoke else 20_000, keys=100 if smoke else 10_000
         ),
         "queries": lambda: queries.run(
-            s, 8 if smoke else 100, 1 if smoke else 30, 2_000 if smoke else 100_000, 10 if smoke else 200
+            s,
+            8 if smoke else 100,
+            1 if smoke else 30,
+            2_000 if smoke else 100_000,
+            10 if smoke else 200,
+            load_rate=1_000 if smoke else 20_000,
         ),
         "replay": None,  # run in a child process below
     }

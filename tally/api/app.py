@@ -18,6 +18,7 @@ from tally.api.routes import aggregate, events, filtered_events, ops
 from tally.producer import BatchProducer
 from tally.settings import Settings, get_settings
 from tally.storage import raw_events
+from tally.storage.aggregate_cache import FinalDays
 
 STATIC = Path(__file__).parent / "static"
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cluster = raw_events.cluster(settings)
         session = cluster.connect(settings.cassandra_keyspace)
         app.state.raw = raw_events.RawEventReader(session, shards=settings.kafka_partitions)
+        app.state.final_days = FinalDays()
         try:
             yield
         finally:
@@ -60,7 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "other")
-        metrics.LATENCY.labels(path, str(response.status_code)).observe(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        metrics.LATENCY.labels(path, str(response.status_code)).observe(took)
+        # Lets clients tell time in Tally from time on the wire and in their own code.
+        response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
     for module in (events, aggregate, filtered_events, ops):

@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tally.producer import BatchProducer
 from tally.settings import Settings
+from tally.storage.aggregate_cache import FinalDays
 from tally.storage.raw_events import RawEventReader
 
 
@@ -32,8 +33,13 @@ def _raw(request: Request) -> RawEventReader:
     return request.app.state.raw
 
 
+def _final_days(request: Request) -> FinalDays:
+    return request.app.state.final_days
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ProducerDep = Annotated[BatchProducer, Depends(_producer)]
 PgPoolDep = Annotated[AsyncConnectionPool, Depends(_pg)]
 RawReaderDep = Annotated[RawEventReader, Depends(_raw)]
 HasHllDep = Annotated[bool, Depends(_has_hll)]
+FinalDaysDep = Annotated[FinalDays, Depends(_final_days)]

@@ -134,7 +134,19 @@ def _merge_card(sketches: list[bytes]) -> float:
     return h.cardinality()
 
 
-async def as_of(conn: AsyncConnection) -> datetime | None:
-    """When the dataflow last committed rollups."""
-    row = await (await conn.execute("select max(updated_at) from stream_offsets")).fetchone()
-    return row[0] if row else None
+@dataclass
+class StreamState:
+    """How far the dataflow has got, read with every answer."""
+
+    as_of: datetime | None  # when rollups were last committed
+    final_before: datetime | None  # buckets ending at or before this can no longer change
+
+
+async def stream_state(conn: AsyncConnection, topic: str, partitions: int, lateness: timedelta) -> StreamState:
+    """Buckets are final once every partition's watermark is past them by the allowed lateness;
+    none are while some partition has no watermark yet."""
+    cur = await conn.execute(
+        "select min(watermark), count(watermark), max(updated_at) from stream_offsets where topic = %s", (topic,)
+    )
+    low, with_watermark, as_of = await cur.fetchone()
+    return StreamState(as_of, low - lateness if with_watermark >= partitions else None)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Query, Response
 
-from tally.api.deps import HasHllDep, PgPoolDep
+from tally.api.deps import FinalDaysDep, HasHllDep, PgPoolDep, SettingsDep
 from tally.api.models import AggregateResult
 from tally.api.problems import ParamError
 from tally.storage import aggregates
@@ -37,6 +37,8 @@ def comma_list(name: str, value: str | None, allowed: tuple[str, ...], default: 
 async def get_aggregate(
     pg: PgPoolDep,
     has_hll: HasHllDep,
+    final_days: FinalDaysDep,
+    settings: SettingsDep,
     start: Annotated[datetime, Query(alias="from", description="Range start, RFC 3339 with offset (inclusive).")],
     end: Annotated[datetime, Query(alias="to", description="Range end, RFC 3339 with offset (exclusive).")],
     event_type: Annotated[list[str], Query(description="Only these event types (repeatable).")] = [],  # noqa: B006
@@ -66,15 +68,16 @@ async def get_aggregate(
         sources=source,
     )
     async with pg.connection() as conn:
-        series = await aggregates.run(conn, q, has_hll=has_hll)
-        as_of = await aggregates.as_of(conn)
+        lateness = timedelta(seconds=settings.allowed_lateness_s)
+        state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
+        series = await final_days.series_json(conn, q, has_hll, state.final_before)
     body = {
         "from": start,
         "to": end,
         "granularity": granularity,
         "metrics": q.metrics,
         "group_by": q.group_by,
-        "series": series,
-        "as_of": as_of,
+        "series": msgspec.Raw(series),
+        "as_of": state.as_of,
     }
     return Response(_json.encode(body), media_type="application/json")

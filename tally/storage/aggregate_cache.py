@@ -1,0 +1,133 @@
+"""Aggregate answers for whole days that can no longer change, kept encoded in memory.
+
+A bucket is final once every partition's watermark is past its end plus the allowed lateness:
+from then on no event can change its rollup rows (later events go to the late ledger). So the
+answer of a query over a final day depends on nothing but the query, and a 30-day dashboard
+re-reads only today from PostgreSQL; the final days come from here as JSON fragments, spliced
+without being decoded or encoded again (the way Druid caches results per immutable segment).
+
+The cache lives in each API worker, bounded by the number of points it holds (least recently
+used days go first). A process restart, or a query shape not asked before, starts cold.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from psycopg import AsyncConnection
+
+from tally.storage import aggregates
+from tally.storage.aggregates import AggregateQuery
+
+DAY = timedelta(days=1)
+_encode = msgspec.json.Encoder().encode
+
+# group key -> the series' points over one day as a JSON fragment (array contents, no brackets)
+Fragments = dict[tuple, bytes]
+
+
+class FinalDays:
+    def __init__(self, max_points: int = 2_000_000):
+        self.max_points = max_points
+        self.points = 0
+        self.days: OrderedDict[tuple, tuple[Fragments, int]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    async def series_json(
+        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before: datetime | None
+    ) -> bytes:
+        """The `series` array of the answer, encoded: final whole days from the cache (filled on a
+        miss with one query), the rest of the range from PostgreSQL."""
+        first = _ceil_day(q.start)
+        last = min(_floor_day(q.end), _floor_day(final_before) if final_before else first)
+        if last <= first:
+            return _encode(await aggregates.run(conn, q, has_hll))
+        days = [first + i * DAY for i in range((last - first) // DAY)]
+        missing = [d for d in days if self._key(q, d) not in self.days]
+        fetched = await self._fill(conn, q, has_hll, missing[0], missing[-1] + DAY) if missing else {}
+        self.misses += len(missing)
+        self.hits += len(days) - len(missing)
+        # Head (before the first whole day), the days, the tail: disjoint, in time order, and split
+        # at day boundaries, which are bucket boundaries for every granularity.
+        pieces: list[Fragments] = [await self._live(conn, q, has_hll, q.start, first)]
+        for d in days:
+            if d in fetched:  # possibly evicted already, if the budget is smaller than the range
+                pieces.append(fetched[d])
+            else:
+                key = self._key(q, d)
+                self.days.move_to_end(key)
+                pieces.append(self.days[key][0])
+        pieces.append(await self._live(conn, q, has_hll, last, q.end))
+        out = []
+        for group in sorted({g for piece in pieces for g in piece}):
+            fragments = [piece[group] for piece in pieces if group in piece]
+            out.append(
+                b'{"group":'
+                + _encode(dict(zip(q.group_by, group, strict=True)))
+                + b',"points":['
+                + b",".join(fragments)
+                + b"]}"
+            )
+        return b"[" + b",".join(out) + b"]"
+
+    @staticmethod
+    async def _live(conn: AsyncConnection, q: AggregateQuery, has_hll: bool, start: datetime, end: datetime):
+        if start >= end:
+            return {}
+        return {
+            _group_key(q, s): _encode(s["points"])[1:-1]
+            for s in await aggregates.run(conn, _within(q, start, end), has_hll)
+        }
+
+    async def _fill(
+        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, start: datetime, end: datetime
+    ) -> dict[datetime, Fragments]:
+        """Query [start, end) once, split it into days, cache them; return them too."""
+        by_day: dict[datetime, dict[tuple, list[dict]]] = {start + i * DAY: {} for i in range((end - start) // DAY)}
+        for s in await aggregates.run(conn, _within(q, start, end), has_hll):
+            group = _group_key(q, s)
+            for p in s["points"]:
+                by_day[_floor_day(p["t"])].setdefault(group, []).append(p)
+        out = {}
+        for day, groups in by_day.items():
+            n = sum(len(points) for points in groups.values())
+            out[day] = fragments = {group: _encode(points)[1:-1] for group, points in groups.items()}
+            key = self._key(q, day)
+            if key not in self.days:
+                self.days[key] = (fragments, n)
+                self.points += n
+        while self.points > self.max_points and len(self.days) > 1:
+            _key, (_f, n) = self.days.popitem(last=False)
+            self.points -= n
+        return out
+
+    @staticmethod
+    def _key(q: AggregateQuery, day: datetime) -> tuple:
+        return (
+            day,
+            q.granularity,
+            tuple(q.metrics),
+            tuple(q.group_by),
+            tuple(sorted(set(q.event_types))),
+            tuple(sorted(set(q.sources))),
+        )
+
+
+def _within(q: AggregateQuery, start: datetime, end: datetime) -> AggregateQuery:
+    return AggregateQuery(start, end, q.granularity, q.metrics, q.group_by, q.event_types, q.sources)
+
+
+def _group_key(q: AggregateQuery, series: dict) -> tuple:
+    return tuple(series["group"][g] for g in q.group_by)
+
+
+def _floor_day(t: datetime) -> datetime:
+    """The UTC day: buckets are aligned to the epoch in UTC, whatever offset the query used."""
+    return t.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_day(t: datetime) -> datetime:
+    d = _floor_day(t)
+    return d if d == t else d + DAY

@@ -1,0 +1,104 @@
+"""Final days answered from the cache give byte for byte the answer PostgreSQL gives."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgspec
+import psycopg
+import pytest
+
+from tally.events.schema import Event
+from tally.rollup import PartitionAggregator
+from tally.storage import aggregates, rollups
+from tally.storage.aggregate_cache import FinalDays
+
+D0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def event_type(stack):
+    """Four days of events for a fresh event type, in two partitions' rows, flushed as the dataflow does."""
+    rng = random.Random(5)
+    et = f"cache.{uuid.uuid4().hex[:8]}"
+    events = sorted(
+        (
+            Event(
+                f"{et}-{i}",
+                et,
+                D0 + timedelta(seconds=rng.uniform(0, 4 * 86400)),
+                rng.choice(["web", "ios", "api"]),
+                f"u{rng.randrange(500)}",
+                float(rng.randrange(1000)),
+            )
+            for i in range(8000)
+        ),
+        key=lambda e: e.timestamp,
+    )
+    with rollups.connect(stack) as conn:
+        for partition in (80, 81):
+            agg = PartitionAggregator(partition, allowed_lateness_s=5 * 86400)
+            mine = events[partition % 2 :: 2]
+            for i in range(0, len(mine), 1000):
+                agg.add(mine[i : i + 1000])
+                rollups.write_flush(conn, f"test-{et}", agg.flush(i))
+    return et
+
+
+def answers(stack, queries, cache: FinalDays, final_before):
+    async def go():
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as conn:
+            out = []
+            for q in queries:
+                direct = msgspec.json.encode(await aggregates.run(conn, q, has_hll=True))
+                out.append((direct, await cache.series_json(conn, q, True, final_before)))
+            return out
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("granularity", "group_by", "metrics"),
+    [
+        ("1h", ["source"], ["count", "sum", "min", "max", "avg", "unique_users"]),
+        ("15m", [], ["count"]),
+        ("1d", ["event_type", "source"], ["count", "unique_users"]),
+    ],
+)
+def test_cached_days_splice_into_the_same_answer(stack, event_type, granularity, group_by, metrics):
+    plus2 = timezone(timedelta(hours=2))
+    queries = [
+        aggregates.AggregateQuery(start, end, granularity, metrics, group_by, [event_type], [])
+        for start, end in [
+            (D0 + timedelta(hours=5, minutes=30), D0 + timedelta(days=3, hours=20)),  # ragged both ends
+            (D0, D0 + timedelta(days=4)),  # whole days only
+            ((D0 + timedelta(days=1)).astimezone(plus2), D0 + timedelta(days=2, hours=1)),  # another offset
+        ]
+    ]
+    cache = FinalDays()
+    final_before = D0 + timedelta(days=2, hours=7)  # days 0 and 1 are final, the rest is live
+    cold = answers(stack, queries, cache, final_before)
+    assert cache.misses > 0 and len(cache.days) == 2
+    warm = answers(stack, queries, cache, final_before)
+    assert cache.hits > 0
+    for direct, cached in cold + warm:
+        assert msgspec.json.decode(direct)  # the range has data
+        assert cached == direct
+
+
+def test_nothing_is_cached_before_every_partition_has_a_watermark(stack, event_type):
+    q = aggregates.AggregateQuery(D0, D0 + timedelta(days=4), "1h", ["count"], [], [event_type], [])
+    cache = FinalDays()
+    ((direct, cached),) = answers(stack, [q], cache, None)
+    assert cached == direct and not cache.days
+
+
+def test_the_cache_stays_within_its_point_budget(stack, event_type):
+    q = aggregates.AggregateQuery(D0, D0 + timedelta(days=4), "15m", ["count"], ["source"], [event_type], [])
+    cache = FinalDays(max_points=500)  # a day at 15m for 3 sources is ~288 points
+    ((direct, cached),) = answers(stack, [q], cache, D0 + timedelta(days=4))
+    assert cached == direct
+    assert cache.points <= 500 and len(cache.days) == 1
