@@ -66,7 +66,8 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         self.topic = settings.events_topic
         with rollups.connect(settings, autocommit=True) as conn:
             rollups.apply_schema(conn)
-            next_offset, watermark, cells = rollups.load_partition(conn, self.topic, partition)
+            lateness = settings.allowed_lateness_s
+            next_offset, watermark, cells = rollups.load_partition(conn, self.topic, partition, lateness)
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])

@@ -177,7 +177,10 @@ class PartitionAggregator:
     An event for a closed bucket is late: it goes to the late stream, never silently dropped.
 
     Hour cells are kept beside the minute cells and fed the same events, so an hour row is
-    exactly the sum of its minute rows and long ranges are answered from 60x fewer rows.
+    exactly the sum of its minute rows and long ranges are answered from 60x fewer rows. An hour
+    row is written once, when the hour closes: until then queries read its minutes, and a restart
+    rebuilds the open hour from them. Rewriting every open hour at every flush doubled the rows
+    and carried the largest sketches.
     """
 
     def __init__(self, partition: int, allowed_lateness_s: int, watermark: int | None = None):
@@ -187,7 +190,6 @@ class PartitionAggregator:
         self.open: dict[Key, Acc] = {}
         self.dirty: set[Key] = set()
         self.hours: dict[Key, Acc] = {}
-        self.dirty_hours: set[Key] = set()
         self.late: list[Event] = []
 
     def restore(self, key: Key, acc: Acc, width: int = BUCKET_S) -> None:
@@ -232,24 +234,27 @@ class PartitionAggregator:
             if hour is None:
                 hour = hours[hour_key] = Acc()
             hour.fold(n, values, users)
-            self.dirty_hours.add(hour_key)
         self.dirty.update(cells)
         self.watermark = high
 
     def flush(
         self, next_offset: int, raw: RawBatch | None = None, invalid: list[tuple[int, bytes, str]] | None = None
     ) -> Flush:
-        """Rows changed since the last flush (final ones evicted) and the late events, with the
-        raw events and invalid messages the caller collected since the last flush."""
+        """Minute rows changed since the last flush, hour rows that closed (closed cells are
+        final and evicted), and the late events, with the raw events and invalid messages the
+        caller collected since the last flush."""
         rows = []
-        for width, cells, dirty in ((BUCKET_S, self.open, self.dirty), (HOUR_S, self.hours, self.dirty_hours)):
-            for key in list(cells):
-                closed = self.is_closed(key[0], width)
-                if key in dirty or closed:
-                    rows.append(RollupRow(key[0], key[1], key[2], self.partition, cells[key], closed, width))
-                if closed:
-                    del cells[key]
-            dirty.clear()
+        p, dirty = self.partition, self.dirty
+        for key in list(self.open):
+            closed = self.is_closed(key[0])
+            if closed or key in dirty:
+                rows.append(RollupRow(key[0], key[1], key[2], p, self.open[key], closed))
+            if closed:
+                del self.open[key]
+        dirty.clear()
+        for key in list(self.hours):
+            if self.is_closed(key[0], HOUR_S):
+                rows.append(RollupRow(key[0], key[1], key[2], p, self.hours.pop(key), True, HOUR_S))
         out = Flush(self.partition, next_offset, self.watermark, rows, raw or RawBatch(), self.late, invalid or [])
         self.late = []
         return out

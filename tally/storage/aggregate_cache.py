@@ -43,15 +43,15 @@ class FinalDays:
         first = _ceil_day(q.start)
         last = min(_floor_day(q.end), _floor_day(final_before) if final_before else first)
         if last <= first:
-            return _encode(await aggregates.run(conn, q, has_hll))
+            return _encode(await aggregates.run(conn, q, has_hll, final_before))
         days = [first + i * DAY for i in range((last - first) // DAY)]
         missing = [d for d in days if self._key(q, d) not in self.days]
-        fetched = await self._fill(conn, q, has_hll, missing[0], missing[-1] + DAY) if missing else {}
+        fetched = await self._fill(conn, q, has_hll, final_before, missing[0], missing[-1] + DAY) if missing else {}
         self.misses += len(missing)
         self.hits += len(days) - len(missing)
         # Head (before the first whole day), the days, the tail: disjoint, in time order, and split
         # at day boundaries, which are bucket boundaries for every granularity.
-        pieces: list[Fragments] = [await self._live(conn, q, has_hll, q.start, first)]
+        pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first)]
         for d in days:
             if d in fetched:  # possibly evicted already, if the budget is smaller than the range
                 pieces.append(fetched[d])
@@ -59,7 +59,7 @@ class FinalDays:
                 key = self._key(q, d)
                 self.days.move_to_end(key)
                 pieces.append(self.days[key][0])
-        pieces.append(await self._live(conn, q, has_hll, last, q.end))
+        pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end))
         out = []
         for group in sorted({g for piece in pieces for g in piece}):
             fragments = [piece[group] for piece in pieces if group in piece]
@@ -73,20 +73,20 @@ class FinalDays:
         return b"[" + b",".join(out) + b"]"
 
     @staticmethod
-    async def _live(conn: AsyncConnection, q: AggregateQuery, has_hll: bool, start: datetime, end: datetime):
+    async def _live(conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end) -> Fragments:
         if start >= end:
             return {}
         return {
             _group_key(q, s): _encode(s["points"])[1:-1]
-            for s in await aggregates.run(conn, _within(q, start, end), has_hll)
+            for s in await aggregates.run(conn, _within(q, start, end), has_hll, final_before)
         }
 
     async def _fill(
-        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, start: datetime, end: datetime
+        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end
     ) -> dict[datetime, Fragments]:
         """Query [start, end) once, split it into days, cache them; return them too."""
         by_day: dict[datetime, dict[tuple, list[dict]]] = {start + i * DAY: {} for i in range((end - start) // DAY)}
-        for s in await aggregates.run(conn, _within(q, start, end), has_hll):
+        for s in await aggregates.run(conn, _within(q, start, end), has_hll, final_before):
             group = _group_key(q, s)
             for p in s["points"]:
                 by_day[_floor_day(p["t"])].setdefault(group, []).append(p)

@@ -7,7 +7,7 @@ sketches merge (hll_union_agg in SQL where the extension is installed, else in P
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection, sql
 
@@ -45,16 +45,17 @@ class AggregateQuery:
     sources: list[str]
 
 
-def sources(q: AggregateQuery) -> list[tuple[str, datetime, datetime]]:
-    """Which table answers which part of the range. Whole hours come from hour rows when the
-    granularity is an hour or more; the partial hours at either end come from minute rows, so the
-    answer is the same as from minutes alone."""
-    if GRANULARITIES[q.granularity] < timedelta(hours=1):
+def sources(q: AggregateQuery, final_before: datetime | None) -> list[tuple[str, datetime, datetime]]:
+    """Which table answers which part of the range. Whole hours that are final (hour rows are
+    written when an hour closes) come from hour rows when the granularity is an hour or more; the
+    rest comes from minute rows, so the answer is the same as from minutes alone."""
+    if GRANULARITIES[q.granularity] < timedelta(hours=1) or final_before is None:
         return [("rollup_1m", q.start, q.end)]
-    first = q.start.replace(minute=0, second=0, microsecond=0)
+    # Hours in UTC: an offset like +05:30 would otherwise put "whole hours" at half past.
+    first = q.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if first < q.start:
         first += timedelta(hours=1)
-    last = q.end.replace(minute=0, second=0, microsecond=0)
+    last = min(q.end, final_before).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if first >= last:
         return [("rollup_1m", q.start, q.end)]
     parts = [("rollup_1h", first, last)]
@@ -65,8 +66,11 @@ def sources(q: AggregateQuery) -> list[tuple[str, datetime, datetime]]:
     return parts
 
 
-async def run(conn: AsyncConnection, q: AggregateQuery, has_hll: bool) -> list[dict]:
-    """Series sorted by group, points sorted by time; empty buckets omitted."""
+async def run(
+    conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before: datetime | None = None
+) -> list[dict]:
+    """Series sorted by group, points sorted by time; empty buckets omitted. `final_before`
+    (see `stream_state`) says up to where hour rows exist; without it minutes answer."""
     groups = [sql.Identifier(g) for g in q.group_by]
     if "unique_users" in q.metrics:
         users = sql.SQL("hll_cardinality(hll_union_agg(users::hll))" if has_hll else "array_agg(users)")
@@ -79,7 +83,7 @@ async def run(conn: AsyncConnection, q: AggregateQuery, has_hll: bool) -> list[d
         filters.append(sql.SQL(" and source = any(%(sources)s)"))
     params: dict = {"step": GRANULARITIES[q.granularity], "event_types": q.event_types, "sources": q.sources}
     selects = []
-    for i, (table, start, end) in enumerate(sources(q)):
+    for i, (table, start, end) in enumerate(sources(q, final_before)):
         params[f"s{i}"], params[f"e{i}"] = start, end
         selects.append(
             sql.SQL(

@@ -27,6 +27,11 @@ HOUR_US = 3_600_000_000
 # reader returns once (it drops repeats of the same event_id and time).
 PIECE_EVENTS = 2000
 PIECE_BYTES = 1 << 20
+# Small rows are sent in unlogged batches of at most this much (under cassandra.yaml's
+# batch_size_fail_threshold). With one node every partition is local; on a cluster, batches would
+# be grouped by replica.
+BATCH_BYTES = 256 << 10
+BATCH_ROWS = 200
 _events = msgspec.json.Decoder(list[Event])
 
 
@@ -65,26 +70,42 @@ class RawEventWriter:
         )
 
     def write(self, raw: RawBatch, shard: int) -> int:
-        """Write events as one chunk row per (event_type, second), split into bounded pieces,
-        concurrently; raise if any write failed."""
-        from cassandra.concurrent import execute_concurrent_with_args
+        """Write events as one chunk row per (event_type, second), split into bounded pieces;
+        raise if any write failed."""
+        from cassandra.concurrent import execute_concurrent
 
-        rows = []
+        statements = []
+        batch, batch_bytes = None, 0
         for (event_type, second), (positions, lines) in raw.chunks.items():
             slot_us = second * SLOT_US
             hour = from_us(slot_us - slot_us % HOUR_US)
             slot = from_us(slot_us)
             for start, end in _pieces(lines):
                 body = b"[" + b",".join(lines[start:end]) + b"]"
-                rows.append((event_type, hour, shard, slot, positions[start], body, self.ttl))
-        if rows:
-            # Many small rows (thousands of event types each write one per flush) are latency-bound:
-            # 8 in flight capped writes near 4,000 rows/s; 64 keeps Cassandra busy instead.
-            results = execute_concurrent_with_args(self.session, self.insert, rows, concurrency=64)
+                row = (event_type, hour, shard, slot, positions[start], body, self.ttl)
+                if len(body) >= BATCH_BYTES:
+                    statements.append((self.insert, row))
+                    continue
+                # Thousands of event types each write a small row per flush: one request per row
+                # spent most of the dataflow's CPU in the driver's Python I/O thread (py-spy). Small
+                # rows go in unlogged batches instead: one request, the same idempotent rows.
+                if batch is None or batch_bytes + len(body) > BATCH_BYTES or len(batch) >= BATCH_ROWS:
+                    batch, batch_bytes = self._batch(), 0
+                    statements.append((batch, None))
+                batch.add(self.insert, row)
+                batch_bytes += len(body)
+        if statements:
+            results = execute_concurrent(self.session, statements, concurrency=16)
             for ok, result in results:
                 if not ok:
                     raise result
         return len(raw)
+
+    @staticmethod
+    def _batch():
+        from cassandra.query import BatchStatement, BatchType
+
+        return BatchStatement(batch_type=BatchType.UNLOGGED)
 
 
 def _pieces(lines: list[bytes]) -> Iterator[tuple[int, int]]:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from tally.rollup import Acc, Flush, Key
+from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key
 from tally.settings import REPO_ROOT, Settings
 from tally.sketch import Hll
 
@@ -93,9 +93,11 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
 
 
 def load_partition(
-    conn: psycopg.Connection, topic: str, partition: int
+    conn: psycopg.Connection, topic: str, partition: int, allowed_lateness_s: int
 ) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
-    """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last committed."""
+    """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last
+    committed. Open minutes are their rows; an open hour has no row yet and is the sum of its
+    minutes' rows, final or not."""
     row = conn.execute(
         "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
         (topic, partition),
@@ -104,12 +106,21 @@ def load_partition(
         return None, None, {}
     next_offset, watermark = row
     cells: dict[tuple[int, Key], Acc] = {}
-    for width, table in TABLES.items():
-        for bucket, et, src, cnt, vc, vs, vmin, vmax, users in conn.execute(
-            "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users"
-            f" from {table} where kafka_partition = %s and not final",
-            (partition,),
-        ):
-            acc = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
-            cells[(width, (int(bucket.timestamp()), et, src))] = acc
-    return next_offset, int(watermark.timestamp()) if watermark else None, cells
+    if watermark is None:
+        return next_offset, None, cells
+    wm = int(watermark.timestamp())
+    # Hours still open end after wm - lateness; their first minute is at most an hour before that.
+    since = datetime.fromtimestamp(wm - allowed_lateness_s - 2 * HOUR_S, UTC)
+    for bucket, et, src, cnt, vc, vs, vmin, vmax, users, final in conn.execute(
+        "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users, final"
+        " from rollup_1m where kafka_partition = %s and (not final or bucket >= %s)",
+        (partition, since),
+    ):
+        minute = int(bucket.timestamp())
+        if not final:
+            cells[(BUCKET_S, (minute, et, src))] = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+        hour = minute - minute % HOUR_S
+        if hour + HOUR_S + allowed_lateness_s > wm:
+            acc = cells.setdefault((HOUR_S, (hour, et, src)), Acc())
+            acc.merge(Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users))))
+    return next_offset, wm, cells

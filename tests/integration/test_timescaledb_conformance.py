@@ -70,7 +70,7 @@ def test_the_rollup_schema_becomes_a_hypertable_and_takes_flushes(timescaledb_ds
         rollups.write_flush(conn, "events", flush, use_copy=False)
         rollups.write_flush(conn, "events", flush, use_copy=False)  # a replay overwrites
         assert conn.execute("select event_count, value_sum from rollup_1m").fetchall() == [(3, 6.0)]
-        offset, watermark, cells = rollups.load_partition(conn, "events", 0)
+        offset, watermark, cells = rollups.load_partition(conn, "events", 0, 300)
         assert offset == 42 and watermark == bucket + 30 and cells[(60, (bucket, "click", "web"))].count == 3
         conn.execute("drop table rollup_1m")
         conn.execute("drop table rollup_1h")

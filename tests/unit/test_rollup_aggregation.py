@@ -98,12 +98,35 @@ def test_restored_cells_continue_where_the_committed_state_left_off():
     first = PartitionAggregator(0, allowed_lateness_s=300)
     first.add([ev(i, i) for i in range(30)])
     committed = first.flush(30)
+    assert [r.width for r in committed.rows] == [60]  # an open hour has no row yet
+    # What rollups.load_partition gives back: the open minute, and the open hour as the sum of its minutes.
     second = PartitionAggregator(0, 300, committed.watermark)
+    hour = Acc()
     for r in committed.rows:
-        second.restore((r.bucket, r.event_type, r.source), r.acc, r.width)
+        second.restore((r.bucket, r.event_type, r.source), r.acc)
+        hour.merge(r.acc)
+    second.restore((bucket_of(T0.timestamp()), "click", "web"), hour, 3600)
     second.add([ev(i, i) for i in range(30, 50)])
-    minute, hour = sorted(second.flush(50).rows, key=lambda r: r.width)
-    assert minute.acc.count == 50 and hour.acc.count == 50 and hour.width == 3600
+    (minute,) = second.flush(50).rows
+    assert minute.acc.count == 50
+    second.add([ev(99, 3 * 3600)])  # the watermark moves past the hour and its lateness
+    closed = {(r.width, r.bucket): r for r in second.flush(51).rows}
+    assert closed[(3600, bucket_of(T0.timestamp()))].acc.count == 50
+    assert closed[(3600, bucket_of(T0.timestamp()))].final and closed[(60, bucket_of(T0.timestamp()))].final
+
+
+def test_an_hour_row_is_written_once_when_the_hour_closes():
+    agg = PartitionAggregator(0, allowed_lateness_s=60)
+    flushes = []
+    for m in range(0, 60, 10):
+        agg.add([ev(m, m * 60)])
+        flushes.append(agg.flush(m))
+    assert all(r.width == 60 for f in flushes for r in f.rows)
+    agg.add([ev(100, 3600 + 120)])
+    hours = [r for r in agg.flush(100).rows if r.width == 3600]
+    assert [(r.acc.count, r.final) for r in hours] == [(6, True)] and not agg.hours.keys() - {
+        (bucket_of(T0.timestamp()) + 3600, "click", "web")
+    }
 
 
 batches = st.lists(

@@ -63,7 +63,7 @@ def test_pid_file_naming_a_strangers_process_is_not_ours(tmp_path):
 
 
 def test_whole_hours_come_from_hour_rows_and_the_edges_from_minutes():
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta, timezone
 
     from tally.storage.aggregates import AggregateQuery, sources
 
@@ -71,11 +71,18 @@ def test_whole_hours_come_from_hour_rows_and_the_edges_from_minutes():
         return AggregateQuery(start, end, g, ["count"], [], [], [])
 
     t = lambda h, m=0: datetime(2026, 11, 26, h, m, tzinfo=UTC)  # noqa: E731
-    assert sources(q(t(0), t(6), "1h")) == [("rollup_1h", t(0), t(6))]
-    assert sources(q(t(0, 30), t(6, 15), "1h")) == [
+    final = t(23)
+    assert sources(q(t(0), t(6), "1h"), final) == [("rollup_1h", t(0), t(6))]
+    assert sources(q(t(0, 30), t(6, 15), "1h"), final) == [
         ("rollup_1h", t(1), t(6)),
         ("rollup_1m", t(0, 30), t(1)),
         ("rollup_1m", t(6), t(6, 15)),
     ]
-    assert sources(q(t(0, 30), t(1, 15), "1d")) == [("rollup_1m", t(0, 30), t(1, 15))]
-    assert sources(q(t(0), t(6), "15m")) == [("rollup_1m", t(0), t(6))]
+    assert sources(q(t(0, 30), t(1, 15), "1d"), final) == [("rollup_1m", t(0, 30), t(1, 15))]
+    assert sources(q(t(0), t(6), "15m"), final) == [("rollup_1m", t(0), t(6))]
+    # Hour rows exist only for hours that are final; the open ones are read from minutes.
+    assert sources(q(t(0), t(6), "1h"), t(4, 20)) == [("rollup_1h", t(0), t(4)), ("rollup_1m", t(4), t(6))]
+    assert sources(q(t(0), t(6), "1h"), None) == [("rollup_1m", t(0), t(6))]
+    # Whole hours are UTC hours whatever the query's offset.
+    india = timezone(timedelta(hours=5, minutes=30))
+    assert sources(q(t(0, 30).astimezone(india), t(3).astimezone(india), "1h"), final)[0] == ("rollup_1h", t(1), t(3))
