@@ -181,7 +181,9 @@ class RawEventReader:
         while hour + HOUR_US > start_us:
             lo = max(start_us, hour) // SLOT_US * SLOT_US
             hi = min(end_us, hour + HOUR_US - 1) // SLOT_US * SLOT_US
-            streams = [self._scan(et, hour, s, lo, hi) for et in q.event_types for s in range(self.shards)]
+            # Every shard's first page is requested at once: one round trip, not one per shard.
+            futures = [self._start(et, hour, s, lo, hi) for et in q.event_types for s in range(self.shards)]
+            streams = [self._rows(f) for f in futures]
             # Slots do not overlap in time, so newest-first across slots is the streams' merge;
             # inside one slot the events of every chunk are sorted together.
             slot_events: list[tuple[int, str, Event]] = []
@@ -211,10 +213,14 @@ class RawEventReader:
                 continue
             yield ts, e
 
-    def _scan(self, event_type: str, hour_us: int, shard: int, lo_us: int, hi_us: int):
+    def _start(self, event_type: str, hour_us: int, shard: int, lo_us: int, hi_us: int):
         stmt = self.select.bind((event_type, from_us(hour_us), shard, from_us(lo_us), from_us(hi_us)))
         stmt.fetch_size = 200
-        for row in self.session.execute(stmt):
+        return self.session.execute_async(stmt)
+
+    @staticmethod
+    def _rows(future) -> Iterator[tuple[int, list[Event]]]:
+        for row in future.result():  # later pages are fetched as the merge needs them
             yield -us(row.slot), _events.decode(row.events)
 
 
