@@ -7,6 +7,7 @@ import base64
 import heapq
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -94,12 +95,17 @@ class RawEventWriter:
                     statements.append((batch, None))
                 batch.add(self.insert, row)
                 batch_bytes += len(body)
-        if statements:
-            results = execute_concurrent(self.session, statements, concurrency=16)
-            for ok, result in results:
-                if not ok:
-                    raise result
-        return len(raw)
+        # Large rows fill the socket's send buffer, and the driver then fails further requests at
+        # once (ConnectionBusy) instead of queueing them: retry just those, soon. Rows are
+        # idempotent, so a retry rewrites the same data; a longer outage raises to the caller.
+        for attempt in range(8):
+            results = execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=False)
+            failed = [(st, result) for st, (ok, result) in zip(statements, results, strict=True) if not ok]
+            if not failed:
+                return len(raw)
+            statements = [st for st, _err in failed]
+            time.sleep(0.02 * 2**attempt)
+        raise failed[0][1]
 
     @staticmethod
     def _batch():
