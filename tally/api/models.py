@@ -28,6 +28,10 @@ class Point(BaseModel):
     max: float | None = None
     avg: float | None = None
     unique_users: int | None = None
+    final: bool = Field(
+        description="True once no event can change this point: every partition's watermark is past its end"
+        " by the allowed lateness (later events go to the late ledger)."
+    )
 
 
 class Series(BaseModel):
@@ -43,6 +47,9 @@ class AggregateResult(BaseModel):
     group_by: list[str]
     series: list[Series]
     as_of: datetime | None = Field(description="When the dataflow last committed rollups.")
+    watermark: datetime | None = Field(
+        description="The event time every Kafka partition has reached; null until each has seen an event."
+    )
 
 
 class FilteredEvents(BaseModel):

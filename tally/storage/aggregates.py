@@ -108,6 +108,7 @@ async def run(
     )
     series: dict[tuple, list[dict]] = {}
     n = len(groups)
+    step = GRANULARITIES[q.granularity]
     async with conn.cursor() as cur:
         await cur.execute(query, params)
         async for row in cur:
@@ -127,6 +128,8 @@ async def run(
                     point["avg"] = vsum / vcount if vcount else None
                 elif m == "unique_users":
                     point["unique_users"] = round(uniq if has_hll else _merge_card(uniq))
+            # Final: no event can change this point any more (its part of the range is closed).
+            point["final"] = final_before is not None and min(t + step, q.end) <= final_before
             series.setdefault(key, []).append(point)
     return [{"group": dict(zip(q.group_by, key, strict=True)), "points": pts} for key, pts in series.items()]
 
@@ -143,6 +146,7 @@ class StreamState:
     """How far the dataflow has got, read with every answer."""
 
     as_of: datetime | None  # when rollups were last committed
+    watermark: datetime | None  # event time every partition has reached (None until each has one)
     final_before: datetime | None  # buckets ending at or before this can no longer change
 
 
@@ -153,4 +157,6 @@ async def stream_state(conn: AsyncConnection, topic: str, partitions: int, laten
         "select min(watermark), count(watermark), max(updated_at) from stream_offsets where topic = %s", (topic,)
     )
     low, with_watermark, as_of = await cur.fetchone()
-    return StreamState(as_of, low - lateness if with_watermark >= partitions else None)
+    if with_watermark < partitions:
+        return StreamState(as_of, None, None)
+    return StreamState(as_of, low, low - lateness)

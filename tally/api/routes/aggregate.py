@@ -79,5 +79,6 @@ async def get_aggregate(
         "group_by": q.group_by,
         "series": msgspec.Raw(series),
         "as_of": state.as_of,
+        "watermark": state.watermark,
     }
     return Response(_json.encode(body), media_type="application/json")
