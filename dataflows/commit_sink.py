@@ -65,6 +65,10 @@ class CommitPartition(StatelessSinkPartition[Flush]):
     def _retrying(self, what: str, step) -> None:
         """Retry a store that is down or overloaded, holding the dataflow back (nothing new is read
         while this blocks, so memory stays bounded) instead of crashing into a replay loop."""
+        with metrics.STAGE_SECONDS.labels(what).time():
+            self._retry(what, step)
+
+    def _retry(self, what: str, step) -> None:
         delay = 0.5
         while True:
             try:

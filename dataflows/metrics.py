@@ -14,6 +14,12 @@ FLUSH_SECONDS = Histogram(
     "Time to make one flush durable (DLQ/late topics, Cassandra, PostgreSQL)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+STAGE_SECONDS = Histogram(
+    "tally_dataflow_flush_stage_seconds",
+    "Time of each stage of a flush, retries included",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 STORE_RETRIES = Counter("tally_dataflow_store_retries_total", "Failed writes retried, by store", ["store"])
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
