@@ -28,6 +28,9 @@ class Point(BaseModel):
     max: float | None = None
     avg: float | None = None
     unique_users: int | None = None
+    late_count: int | None = Field(
+        None, description="Events that arrived after this bucket closed: in the late ledger, not in count."
+    )
     final: bool = Field(
         description="True once no event can change this point: every partition's watermark is past its end"
         " by the allowed lateness (later events go to the late ledger)."

@@ -27,6 +27,21 @@ create index if not exists rollup_1m_open on rollup_1m (kafka_partition, bucket)
 -- is exactly the sum of its minute rows; hourly and daily answers read 60x fewer rows.
 create table if not exists rollup_1h (like rollup_1m including all);
 
+-- The late ledger: events that arrived after their minute closed (beyond the allowed lateness),
+-- written in the same transaction as the rollups, so none is lost or counted twice. They are
+-- counted per bucket as `late_count`; keyed by event_id, the dedup key, so a replay or a client
+-- retry adds nothing.
+create table if not exists late_events (
+    event_id text primary key,
+    bucket timestamptz not null,  -- the minute the event belongs to
+    event_type text not null,
+    source text not null,
+    kafka_partition smallint not null,
+    event jsonb not null,
+    arrived_at timestamptz not null default now()
+);
+create index if not exists late_events_bucket on late_events (event_type, bucket);
+
 -- Where each partition's consumer resumes, written in the same transaction as its rollups.
 create table if not exists stream_offsets (
     topic text not null,

@@ -20,7 +20,8 @@ GRANULARITIES: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
     "1d": timedelta(days=1),
 }
-METRICS = ("count", "sum", "min", "max", "avg", "unique_users")
+# late_count: events that arrived after their bucket closed (the late ledger), not in `count`.
+METRICS = ("count", "sum", "min", "max", "avg", "unique_users", "late_count")
 GROUPS = ("event_type", "source")
 MAX_BUCKETS = 1500
 
@@ -87,8 +88,8 @@ async def run(
         params[f"s{i}"], params[f"e{i}"] = start, end
         selects.append(
             sql.SQL(
-                "select bucket, event_type, source, event_count, value_sum, value_min, value_max, value_count, users"
-                " from {table} where bucket >= {s} and bucket < {e}{filters}"
+                "select bucket, event_type, source, event_count, value_sum, value_min, value_max, value_count, users,"
+                " 0 as late from {table} where bucket >= {s} and bucket < {e}{filters}"
             ).format(
                 table=sql.Identifier(table),
                 s=sql.Placeholder(f"s{i}"),
@@ -96,9 +97,19 @@ async def run(
                 filters=sql.SQL("").join(filters),
             )
         )
+    if "late_count" in q.metrics:
+        # A bucket that only has late events still gets a point: count 0, late_count n.
+        params["ls"], params["le"] = q.start, q.end
+        selects.append(
+            sql.SQL(
+                "select bucket, event_type, source, 0, 0.0, null::float8, null::float8, 0, null::bytea, 1"
+                " from late_events where bucket >= %(ls)s and bucket < %(le)s{filters}"
+            ).format(filters=sql.SQL("").join(filters))
+        )
     query = sql.SQL(
         "select date_bin(%(step)s, bucket, timestamptz '1970-01-01 00:00:00+00') as t{groups},"
-        " sum(event_count)::bigint, sum(value_sum), min(value_min), max(value_max), sum(value_count)::bigint, {users}"
+        " sum(event_count)::bigint, sum(value_sum), min(value_min), max(value_max), sum(value_count)::bigint,"
+        " {users}, sum(late)::bigint"
         " from ({rows}) r group by t{groups} order by {order}t"
     ).format(
         groups=sql.SQL("").join(sql.SQL(", ") + g for g in groups),
@@ -113,7 +124,7 @@ async def run(
         await cur.execute(query, params)
         async for row in cur:
             t, key = row[0], tuple(row[1 : 1 + n])
-            count, vsum, vmin, vmax, vcount, uniq = row[1 + n :]
+            count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n :]
             point: dict = {"t": t}
             for m in q.metrics:
                 if m == "count":
@@ -127,7 +138,9 @@ async def run(
                 elif m == "avg":
                     point["avg"] = vsum / vcount if vcount else None
                 elif m == "unique_users":
-                    point["unique_users"] = round(uniq if has_hll else _merge_card(uniq))
+                    point["unique_users"] = round(uniq if has_hll else _merge_card(uniq)) if uniq is not None else 0
+                elif m == "late_count":
+                    point["late_count"] = late
             # Final: no event can change this point any more (its part of the range is closed).
             point["final"] = final_before is not None and min(t + step, q.end) <= final_before
             series.setdefault(key, []).append(point)
@@ -137,7 +150,8 @@ async def run(
 def _merge_card(sketches: list[bytes]) -> float:
     h = Hll()
     for b in sketches:
-        h.merge(Hll.from_bytes(bytes(b)))
+        if b is not None:
+            h.merge(Hll.from_bytes(bytes(b)))
     return h.cardinality()
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
-from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key
+from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key, bucket_of
 from tally.settings import REPO_ROOT, Settings
 from tally.sketch import Hll
 
@@ -32,6 +34,12 @@ on conflict (event_type, source, bucket, kafka_partition) do update set
     event_count = excluded.event_count, value_count = excluded.value_count,
     value_sum = excluded.value_sum, value_min = excluded.value_min, value_max = excluded.value_max,
     users = excluded.users, final = excluded.final, updated_at = excluded.updated_at
+"""
+
+_LATE = """
+insert into late_events (event_id, bucket, event_type, source, kafka_partition, event)
+values (%s, %s, %s, %s, %s, %s)
+on conflict (event_id) do nothing
 """
 
 _OFFSET = """
@@ -89,6 +97,21 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
             else:
                 cur.executemany(f"insert into flush_rows ({_COLUMNS}) values ({', '.join(['%s'] * 11)})", params)
             cur.execute(_MERGE.format(table=table))
+        if flush.late:
+            cur.executemany(
+                _LATE,
+                [
+                    (
+                        e.event_id,
+                        datetime.fromtimestamp(bucket_of(e.timestamp.timestamp()), UTC),
+                        e.event_type,
+                        e.source,
+                        flush.partition,
+                        Jsonb(msgspec.to_builtins(e)),
+                    )
+                    for e in flush.late
+                ],
+            )
         cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))
 
 

@@ -142,3 +142,29 @@ def test_points_say_whether_they_are_final(stack, written):
     assert all(p["final"] for p in early["points"])
     (unknown,) = query(stack, et, start, end, "1h")  # no watermark known: nothing is final
     assert not any(p["final"] for p in unknown["points"])
+
+
+def test_late_events_are_ledgered_once_and_counted_per_bucket(stack):
+    et = f"late.{uuid.uuid4().hex[:8]}"
+    h0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    agg = PartitionAggregator(93, allowed_lateness_s=60)
+    agg.add([Event(f"{et}-a", et, h0 + timedelta(minutes=30), "web", "u1", 1.0)])
+    agg.add([Event(f"{et}-late{i}", et, h0 + timedelta(minutes=i % 2, seconds=i), "web") for i in range(5)])
+    flush = agg.flush(7)
+    assert len(flush.late) == 5
+    with rollups.connect(stack) as conn:
+        rollups.write_flush(conn, f"test-{et}", flush)
+        rollups.write_flush(conn, f"test-{et}", flush)  # a replay after a crash adds nothing
+        stored = conn.execute("select count(*) from late_events where event_type = %s", (et,)).fetchone()[0]
+    assert stored == 5
+    metrics = ["count", "unique_users", "late_count"]
+    q = aggregates.AggregateQuery(h0, h0 + timedelta(hours=1), "1m", metrics, [], [et], [])
+
+    async def go():
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as conn:
+            return await aggregates.run(conn, q, has_hll=True)
+
+    (series,) = asyncio.run(go())
+    points = {p["t"] - h0: (p["count"], p["unique_users"], p["late_count"]) for p in series["points"]}
+    # Buckets holding only late events appear with count 0; the on-time event has late_count 0.
+    assert points == {timedelta(0): (0, 0, 3), timedelta(minutes=1): (0, 0, 2), timedelta(minutes=30): (1, 1, 0)}

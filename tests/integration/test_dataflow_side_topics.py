@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tally.storage import rollups
+
 
 def _read_all(settings, topic: str, want, timeout_s: float = 45):
     consumer = Consumer(
@@ -68,3 +70,14 @@ def test_event_behind_the_watermark_beyond_the_lateness_goes_to_the_late_topic(s
     assert producer.flush(10) == 0
     late = _read_all(stack, stack.late_topic, lambda ms: any(m.key() == old["event_id"].encode() for m in ms))
     assert [json.loads(m.value())["event_id"] for m in late if m.key().startswith(marker.encode())] == [old["event_id"]]
+    # ... and the late ledger table, committed with the rollups, where /api/aggregate counts it.
+    deadline = time.monotonic() + 30  # the topic is written first, the table when the flush commits
+    with rollups.connect(stack, autocommit=True) as conn:
+        while (
+            row := conn.execute(
+                "select bucket, event_type, kafka_partition from late_events where event_id = %s", (old["event_id"],)
+            ).fetchone()
+        ) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    old_minute = datetime.fromisoformat(old["timestamp"]).replace(second=0, microsecond=0)
+    assert row == (old_minute, "late_test", 1)

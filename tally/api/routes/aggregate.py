@@ -46,7 +46,9 @@ async def get_aggregate(
     granularity: Annotated[
         str | None, Query(description="1m, 5m, 15m, 1h or 1d; default: finest with <= ~1,500 buckets.")
     ] = None,
-    metrics: Annotated[str | None, Query(description="Comma list of count, sum, min, max, avg, unique_users.")] = None,
+    metrics: Annotated[
+        str | None, Query(description="Comma list of count, sum, min, max, avg, unique_users, late_count.")
+    ] = None,
     group_by: Annotated[str | None, Query(description="Comma list of event_type, source.")] = None,
 ) -> Response:
     start, end = aware("from", start), aware("to", end)
