@@ -8,9 +8,11 @@ const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2"
 let plot = null;
 let cursors = [null]; // cursor stack for event paging: cursors[i] fetches page i
 let page = 0;
-// Requests overlap (live refresh, user changes); only the newest one may draw, or a slow answer
-// to an old query would overwrite the current one.
-const latest = { chart: 0, events: 0 };
+// Requests overlap (live refresh, user changes): an answer older than the one on screen is dropped,
+// or a slow answer to an old query would overwrite the current one. (Dropping every answer but the
+// newest request's would draw nothing at all when answers take longer than the refresh period.)
+const issued = { chart: 0, events: 0 };
+const shown = { chart: 0, events: 0 };
 
 function range() {
   if ($("range").value === "custom" && $("from").value && $("to").value) {
@@ -53,9 +55,10 @@ async function refreshChart() {
   if ($("granularity").value) p.set("granularity", $("granularity").value);
   if ($("group").value) p.set("group_by", $("group").value);
   selectedTypes().forEach((t) => p.append("event_type", t));
-  const seq = ++latest.chart;
+  const seq = ++issued.chart;
   const body = await getJSON("/api/aggregate", p);
-  if (seq !== latest.chart) return;
+  if (seq < shown.chart) return;
+  shown.chart = seq;
   $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
   draw(body, metric, from, to);
 }
@@ -100,9 +103,10 @@ async function refreshEvents() {
   const attr = $("fattr").value.split("=");
   if (attr.length === 2 && attr[0]) p.set("attr." + attr[0].trim(), attr[1].trim());
   if (cursors[page]) p.set("cursor", cursors[page]);
-  const seq = ++latest.events;
+  const seq = ++issued.events;
   const body = await getJSON("/api/filtered_events", p);
-  if (seq !== latest.events) return;
+  if (seq < shown.events) return;
+  shown.events = seq;
   cursors[page + 1] = body.next_cursor;
   tbody.replaceChildren(...body.events.map(row));
   $("evinfo").textContent = `page ${page + 1}, ${body.events.length} events, newest first`;
