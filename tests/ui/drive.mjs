@@ -22,23 +22,23 @@ try {
   await page.waitForFunction(() => {
     const labels = [...document.querySelectorAll('.u-legend .u-series .u-label')].map((e) => e.textContent)
     return labels.length > 2 && !labels.includes('all')
-  }, null, { timeout: 15000 })
+  }, null, { timeout: 30000 })
   await page.waitForFunction((t) => {
     const rows = [...document.querySelectorAll('#events tbody tr')]
     return rows.length > 0 && rows.every((r) => r.children[1].textContent === t)
-  }, eventType, { timeout: 15000 })
+  }, eventType, { timeout: 30000 })
   result.legend = await page.$$eval('.u-legend .u-series .u-label', (els) => els.map((e) => e.textContent))
   result.rows = await page.$$eval('#events tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)))
   result.next_enabled = !(await page.isDisabled('#next'))
   if (result.next_enabled) {
     await page.click('#next')
-    await page.waitForFunction(() => document.querySelector('#evinfo').textContent.startsWith('page 2'), null, { timeout: 10000 })
+    await page.waitForFunction(() => document.querySelector('#evinfo').textContent.startsWith('page 2'), null, { timeout: 30000 })
     result.page2_first = await page.$eval('#events tbody tr td:last-child', (td) => td.textContent)
     await page.click('#prev')
   }
   await page.fill('#fsource', 'web')
   await page.click('#evfilters button[type=submit]')
-  await page.waitForFunction(() => [...document.querySelectorAll('#events tbody tr')].every((r) => r.children[2].textContent === 'web'), null, { timeout: 10000 })
+  await page.waitForFunction(() => [...document.querySelectorAll('#events tbody tr')].every((r) => r.children[2].textContent === 'web'), null, { timeout: 30000 })
   result.web_rows = await page.$$eval('#events tbody tr', (rows) => rows.length)
   result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
   await page.screenshot({ path: screenshot, fullPage: true })
