@@ -65,27 +65,18 @@ def reconcile(
 
 def _counted(settings: Settings, start: datetime, end: datetime) -> tuple[Counter, Counter]:
     with rollups.connect(settings) as conn:
-        counted = Counter(
-            {
-                (hour, et, src): n
-                for hour, et, src, n in conn.execute(
-                    "select date_bin('1 hour', bucket, timestamptz '1970-01-01Z'), event_type, source,"
-                    " sum(event_count)::bigint from rollup_1m where bucket >= %s and bucket < %s group by 1, 2, 3",
-                    (start, end),
-                )
-            }
+        return _per_hour(conn, "sum(event_count)::bigint", "rollup_1m", start, end), _per_hour(
+            conn, "count(*)", "late_events", start, end
         )
-        late = Counter(
-            {
-                (hour, et, src): n
-                for hour, et, src, n in conn.execute(
-                    "select date_bin('1 hour', bucket, timestamptz '1970-01-01Z'), event_type, source, count(*)"
-                    " from late_events where bucket >= %s and bucket < %s group by 1, 2, 3",
-                    (start, end),
-                )
-            }
-        )
-    return counted, late
+
+
+def _per_hour(conn, total: str, table: str, start: datetime, end: datetime) -> Counter:
+    rows = conn.execute(
+        f"select date_bin('1 hour', bucket, timestamptz '1970-01-01Z'), event_type, source, {total}"
+        f" from {table} where bucket >= %s and bucket < %s group by 1, 2, 3",
+        (start, end),
+    )
+    return Counter({(hour, et, src): n for hour, et, src, n in rows})
 
 
 def _raw_distinct(settings: Settings, types: list[str], start: datetime, end: datetime, shards: int) -> Counter:
