@@ -43,16 +43,9 @@ class Acc:
         if user_id is not None:
             self.users.add_hashes((hash_user(user_id),))
 
-    def add_events(self, events: list[Event]) -> None:
-        """Fold many events of this cell at once: one sketch update per batch, not per event."""
-        self.fold(
-            len(events),
-            [e.value for e in events if e.value is not None],
-            [hash_user(e.user_id) for e in events if e.user_id is not None],
-        )
-
     def fold(self, count: int, values: list[float], user_hashes: list[int]) -> None:
-        """Fold a batch already reduced to its count, its values and its users' hashes."""
+        """Fold many events of this cell at once, reduced to their count, their values and their
+        users' hashes: one sketch update per batch, not per event."""
         self.count += count
         if values:
             self.value_count += len(values)
