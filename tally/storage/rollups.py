@@ -140,10 +140,10 @@ def load_partition(
         (partition, since),
     ):
         minute = int(bucket.timestamp())
+        acc = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
         if not final:
-            cells[(BUCKET_S, (minute, et, src))] = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+            cells[(BUCKET_S, (minute, et, src))] = acc
         hour = minute - minute % HOUR_S
         if hour + HOUR_S + allowed_lateness_s > wm:
-            acc = cells.setdefault((HOUR_S, (hour, et, src)), Acc())
-            acc.merge(Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users))))
+            cells.setdefault((HOUR_S, (hour, et, src)), Acc()).merge(acc)  # merge leaves `acc` as it is
     return next_offset, wm, cells
