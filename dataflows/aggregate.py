@@ -27,15 +27,19 @@ class Aggregate:
     """The per-partition step, as a pure function of (state, batch): run by `AggregateLogic` in the
     flow, called directly with a fake clock in tests."""
 
-    def __init__(self, allowed_lateness_s: int, flush_interval_s: float, clock=time.monotonic):
+    def __init__(
+        self, allowed_lateness_s: int, flush_interval_s: float, clock=time.monotonic, max_ahead_s: int | None = None
+    ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
         self.clock = clock
+        self.max_ahead_s = max_ahead_s
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
             restore = batch.restore
-            agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, restore.watermark if restore else None)
+            watermark = restore.watermark if restore else None
+            agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, watermark, self.max_ahead_s)
             if restore:
                 for (width, key), acc in restore.cells.items():
                     agg.restore(key, acc, width)

@@ -10,6 +10,7 @@ transaction. Queries add the partitions up (counts and sums add; min/max combine
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -176,10 +177,19 @@ class PartitionAggregator:
     and carried the largest sketches.
     """
 
-    def __init__(self, partition: int, allowed_lateness_s: int, watermark: int | None = None):
+    def __init__(
+        self,
+        partition: int,
+        allowed_lateness_s: int,
+        watermark: int | None = None,
+        max_ahead_s: int | None = None,
+        wall_clock=time.time,
+    ):
         self.partition = partition
         self.allowed_lateness_s = allowed_lateness_s
         self.watermark = watermark
+        self.max_ahead_s = max_ahead_s  # None: any event time moves the watermark (replays, tests)
+        self.wall_clock = wall_clock
         self.open: dict[Key, Acc] = {}
         self.dirty: set[Key] = set()
         self.hours: dict[Key, Acc] = {}
@@ -199,6 +209,7 @@ class PartitionAggregator:
         limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
         cells: dict[Key, list[Event]] = {}
         late = self.late
+        ceiling = None if self.max_ahead_s is None else int(self.wall_clock()) + self.max_ahead_s
         for e, t in zip(events, seconds_of(events) if seconds is None else seconds, strict=True):
             bucket = t - t % BUCKET_S
             if limit is not None and bucket <= limit:
@@ -210,7 +221,7 @@ class PartitionAggregator:
                 cells[key] = [e]
             else:
                 cell.append(e)
-            if high is None or t > high:
+            if (high is None or t > high) and (ceiling is None or t <= ceiling):
                 high = t
         opened, hours = self.open, self.hours
         for key, evs in cells.items():

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     flush_interval_s: float = 1.0
     # An event up to this far behind the watermark still updates its bucket; later ones are late.
     allowed_lateness_s: int = 300
+    # An event stamped further ahead of the wall clock than this (a client's clock gone wrong) is
+    # counted in its bucket but does not move the watermark: it would make every on-time event of
+    # its partition late and declare buckets final that are not.
+    max_ahead_s: int = 300
     # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
     # small enough that a replayed backlog flushes in pieces.

@@ -179,3 +179,16 @@ def test_merging_accumulators_equals_accumulating_everything(items, cut):
         whole.value_max,
     )
     assert left.users.to_bytes() == whole.users.to_bytes()
+
+
+def test_an_event_from_a_clock_far_ahead_is_counted_but_does_not_move_the_watermark():
+    now = T0.timestamp() + 90
+    agg = PartitionAggregator(0, allowed_lateness_s=60, max_ahead_s=300, wall_clock=lambda: now)
+    agg.add([ev(1, 60), ev(2, 86400)])  # the second is a day ahead of the wall clock
+    assert agg.watermark == int(T0.timestamp()) + 60
+    agg.add([ev(3, 30)])  # on time for the real watermark: not late
+    flush = agg.flush(3)
+    assert flush.late == []
+    counted = {r.bucket - int(T0.timestamp()): r.acc.count for r in flush.rows if r.width == 60}
+    assert counted == {0: 1, 60: 1, 86400: 1}
+    assert not any(r.final for r in flush.rows)
