@@ -28,12 +28,20 @@ class Aggregate:
     flow, called directly with a fake clock in tests."""
 
     def __init__(
-        self, allowed_lateness_s: int, flush_interval_s: float, clock=time.monotonic, max_ahead_s: int | None = None
+        self,
+        allowed_lateness_s: int,
+        flush_interval_s: float,
+        clock=time.monotonic,
+        max_ahead_s: int | None = None,
+        idle_lag_s: int | None = None,
+        wall_clock=time.time,
     ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
         self.clock = clock
         self.max_ahead_s = max_ahead_s
+        self.idle_lag_s = idle_lag_s  # None: watermarks move with events only
+        self.wall_clock = wall_clock
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
@@ -65,6 +73,9 @@ class Aggregate:
             state.raw.add(events, seconds, positions, lines)
             state.agg.add(events, seconds)
             state.pending = True
+        elif batch.caught_up and self.idle_lag_s is not None:
+            # Persisting the moved watermark is what makes buckets final for queries.
+            state.pending |= state.agg.advance_idle(int(self.wall_clock()), self.idle_lag_s)
         state.next_offset = batch.next_offset
         now = self.clock()
         if now - state.last_flush < self.flush_interval_s:

@@ -8,10 +8,11 @@ tally.storage.rollups), so position and results can never disagree.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tally.rollup import Acc, Key
 from tally.settings import Settings
@@ -31,6 +32,7 @@ class KafkaBatch:
     offsets: list[int]
     next_offset: int
     restore: Restore | None = None
+    caught_up: bool = False  # nothing was left to read in the partition when this batch was taken
 
 
 def consumer_config(settings: Settings) -> dict:
@@ -76,6 +78,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             next_offset = low
         self.next_offset = next_offset
         self.restore: Restore | None = Restore(watermark, cells)
+        self._checked = 0.0
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:
         msgs = self.consumer.consume(num_messages=self.settings.consume_batch, timeout=0.2)
@@ -91,9 +94,22 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         if offsets:
             self.next_offset = offsets[-1] + 1
         # An empty batch still goes out: it is the tick that lets open buckets flush on time.
-        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore)
+        caught_up = not offsets and self._caught_up()
+        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up)
         self.restore = None
         return [(self.key, batch)]
+
+    def _caught_up(self) -> bool:
+        """Whether the partition has nothing more to read; asks the broker at most once a second."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return False
+        self._checked = now
+        try:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=1)
+        except KafkaException:
+            return False
+        return high >= 0 and self.next_offset >= high
 
     def snapshot(self) -> None:
         return None

@@ -41,7 +41,12 @@ def get_flow(
             settings, partitions if partitions is not None else list(range(settings.kafka_partitions))
         )
     batches = op.input("kafka_in", flow, source)
-    aggregate = Aggregate(settings.allowed_lateness_s, settings.flush_interval_s, max_ahead_s=settings.max_ahead_s)
+    aggregate = Aggregate(
+        settings.allowed_lateness_s,
+        settings.flush_interval_s,
+        max_ahead_s=settings.max_ahead_s,
+        idle_lag_s=settings.idle_lag_s,
+    )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)
     op.output("commit_out", due, sink if sink is not None else CommitSink(settings))

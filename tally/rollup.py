@@ -198,6 +198,16 @@ class PartitionAggregator:
     def restore(self, key: Key, acc: Acc, width: int = BUCKET_S) -> None:
         (self.open if width == BUCKET_S else self.hours)[key] = acc
 
+    def advance_idle(self, wall_s: int, lag_s: int) -> bool:
+        """The partition has nothing left to read: let the watermark follow the wall clock, lag_s
+        behind. Only ever forward, and only when caught up, so a backlog never makes its own
+        events late. Returns whether the watermark moved."""
+        target = wall_s - lag_s
+        if self.watermark is not None and target <= self.watermark:
+            return False
+        self.watermark = target
+        return True
+
     def is_closed(self, bucket: int, width: int = BUCKET_S) -> bool:
         return self.watermark is not None and bucket + width + self.allowed_lateness_s <= self.watermark
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # counted in its bucket but does not move the watermark: it would make every on-time event of
     # its partition late and declare buckets final that are not.
     max_ahead_s: int = 300
+    # A partition with nothing left to read lets its watermark follow the wall clock this far
+    # behind, so its buckets close (and answers become final) without waiting for new events.
+    idle_lag_s: int = 60
     # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
     # small enough that a replayed backlog flushes in pieces.

@@ -106,7 +106,7 @@ def test_exact_count_sum_min_max_avg_per_minute_and_group(api, run_id):
             assert [p["t"] for p in s["points"]] == sorted(p["t"] for p in s["points"])
     assert body["as_of"] is not None and body["granularity"] == "1m"
     # Minutes this recent are within the allowed lateness: they can still change.
-    assert "watermark" in body
+    assert body["watermark"] is not None  # idle partitions too: their watermarks follow the clock
     assert all(p["final"] is False for s in body["series"] for p in s["points"])
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from dataflows.aggregate import Aggregate
 from dataflows.kafka_source import KafkaBatch, Restore
 from dataflows.rollups import get_flow, owned_partitions
 from tally.events.schema import Event, encode_event
@@ -97,3 +98,19 @@ def test_a_message_of_several_ndjson_events_is_decoded_line_by_line():
 def test_processes_split_the_partitions_between_them():
     assert owned_partitions(4, 0, 2) == [0, 2] and owned_partitions(4, 1, 2) == [1, 3]
     assert sorted(owned_partitions(5, 0, 3) + owned_partitions(5, 1, 3) + owned_partitions(5, 2, 3)) == list(range(5))
+
+
+def test_a_caught_up_partition_lets_its_watermark_follow_the_wall_clock():
+    t0 = int(T0.timestamp())
+    step = Aggregate(120, 0.0, clock=lambda: 0.0, idle_lag_s=60, wall_clock=lambda: t0 + 600)
+    state, flush = step(None, KafkaBatch(0, [message(0, 0)], [0], 1, Restore(None, {})))
+    assert flush.watermark == t0
+    state, flush = step(state, KafkaBatch(0, [], [], 1))  # an empty poll with a backlog behind it
+    assert flush is None and state.agg.watermark == t0
+    state, flush = step(state, KafkaBatch(0, [], [], 1, caught_up=True))
+    assert flush.watermark == t0 + 540  # persisted with the offset, so queries see it
+    assert [(r.bucket - t0, r.final) for r in flush.rows if r.width == 60] == [(0, True)]
+    # The usual lateness now counts from there: 60 s behind is on time, 240 s behind is late.
+    state, flush = step(state, KafkaBatch(0, [message(1, 480), message(2, 300)], [1, 2], 3))
+    assert [e.event_id for e in flush.late] == ["e2"]
+    assert [r.bucket - t0 for r in flush.rows if r.width == 60] == [480]
