@@ -144,7 +144,8 @@ async def run(
             # Final: no event can change this point any more (its part of the range is closed).
             point["final"] = final_before is not None and min(t + step, q.end) <= final_before
             series.setdefault(key, []).append(point)
-    return [{"group": dict(zip(q.group_by, key, strict=True)), "points": pts} for key, pts in series.items()]
+    # Sorted here, not by the database's collation, so cached and uncached answers agree.
+    return [{"group": dict(zip(q.group_by, key, strict=True)), "points": pts} for key, pts in sorted(series.items())]
 
 
 def _merge_card(sketches: list[bytes]) -> float:
