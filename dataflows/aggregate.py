@@ -47,7 +47,9 @@ class Aggregate:
         if state is None:
             restore = batch.restore
             watermark = restore.watermark if restore else None
-            agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, watermark, self.max_ahead_s)
+            agg = PartitionAggregator(
+                batch.partition, self.allowed_lateness_s, watermark, self.max_ahead_s, self.wall_clock
+            )
             if restore:
                 for (width, key), acc in restore.cells.items():
                     agg.restore(key, acc, width)

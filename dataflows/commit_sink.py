@@ -65,22 +65,19 @@ class CommitPartition(StatelessSinkPartition[Flush]):
     def _retrying(self, what: str, step) -> None:
         """Retry a store that is down or overloaded, holding the dataflow back (nothing new is read
         while this blocks, so memory stays bounded) instead of crashing into a replay loop."""
-        with metrics.STAGE_SECONDS.labels(what).time():
-            self._retry(what, step)
-
-    def _retry(self, what: str, step) -> None:
         delay = 0.5
-        while True:
-            try:
-                step()
-                if delay > 0.5:
-                    log.warning("%s is writable again", what)
-                return
-            except Exception as e:
-                metrics.STORE_RETRIES.labels(what).inc()
-                log.warning("%s write failed (%s); retrying in %.1f s", what, e, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        with metrics.STAGE_SECONDS.labels(what).time():
+            while True:
+                try:
+                    step()
+                    if delay > 0.5:
+                        log.warning("%s is writable again", what)
+                    return
+                except Exception as e:
+                    metrics.STORE_RETRIES.labels(what).inc()
+                    log.warning("%s write failed (%s); retrying in %.1f s", what, e, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
 
     def _side_topics(self, flush: Flush) -> None:
         if not flush.invalid and not flush.late:

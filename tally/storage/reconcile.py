@@ -16,14 +16,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import msgspec
-
-from tally.events.schema import Event
 from tally.settings import Settings
 from tally.storage import raw_events, rollups
 
 HOUR = timedelta(hours=1)
-_events = msgspec.json.Decoder(list[Event])
 
 Cell = tuple[datetime, str, str]  # (hour, event_type, source)
 
@@ -82,22 +78,14 @@ def _per_hour(conn, total: str, table: str, start: datetime, end: datetime) -> C
 def _raw_distinct(settings: Settings, types: list[str], start: datetime, end: datetime, shards: int) -> Counter:
     cluster = raw_events.cluster(settings)
     try:
-        session = cluster.connect(settings.cassandra_keyspace)
-        select = session.prepare("select events from event_chunks where event_type = ? and hour = ? and shard = ?")
+        reader = raw_events.RawEventReader(cluster.connect(settings.cassandra_keyspace), shards)
         out: Counter = Counter()
         hour = start
         while hour < end:
-            futures = [
-                (et, session.execute_async(select.bind((et, hour, shard)))) for et in types for shard in range(shards)
-            ]
-            seen: dict[str, set[tuple[str, str]]] = {}
-            for et, future in futures:
-                ids = seen.setdefault(et, set())
-                for row in future.result():
-                    ids.update((e.event_id, e.source) for e in _events.decode(row.events))
-            for et, ids in seen.items():
+            for et in types:
                 # The same event_id stored twice (a replay, a client retry) is one event.
-                for source, n in Counter(dict(ids).values()).items():
+                sources = {e.event_id: e.source for e in reader.hour(et, raw_events.us(hour))}
+                for source, n in Counter(sources.values()).items():
                     out[(hour, et, source)] += n
             hour += HOUR
         return out
