@@ -29,7 +29,8 @@ TARGETS = {
     "freshness_p99_s": "<= 2 s",
     "aggregate_p99_ms": "<= 15 ms (30 days, 100 series)",
     "filtered_page100_p99_ms": "<= 50 ms",
-    "replay_events_per_s_per_process": ">= 500,000 (10 B/day density, 10 K keys/min)",
+    "replay_events_per_s_per_process": "(10 B/day density, 10 K keys/min)",
+    "replay_events_per_s_2_processes": ">= 500,000 (the machine, as the dataflow runs)",
     "replay_peak_rss_mib": "<= 1024 at 1 M keys/day",
 }
 

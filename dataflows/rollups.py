@@ -57,6 +57,7 @@ def main() -> None:
     from bytewax.run import cli_main
 
     from dataflows import metrics
+    from tally.runtime import tune_gc
 
     parser = argparse.ArgumentParser(description="Run one process of Tally's rollup dataflow.")
     parser.add_argument("--process", type=int, default=0, help="this process' index")
@@ -67,6 +68,7 @@ def main() -> None:
     processes = args.processes or settings.dataflow_processes
     metrics.serve(settings.dataflow_metrics_port + args.process)
     parts = owned_partitions(settings.kafka_partitions, args.process, processes)
+    tune_gc()
     # Each process is an independent single-worker dataflow over its own partitions: no data
     # crosses processes, so nothing is pickled between them.
     cli_main(get_flow(settings, parts), workers_per_process=1)

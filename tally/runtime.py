@@ -1,0 +1,23 @@
+"""Process-wide tuning shared by Tally's long-running processes (API workers, dataflow, backfill).
+
+Both hot paths allocate tens of thousands of short-lived, acyclic objects per batch (a decoded
+Event per line, a key tuple per event), and CPython's default collector runs a generation-0 pass
+every 700 net allocations: profiled, those passes cost the replay a fifth of its time while
+finding almost nothing, since reference counting already frees these objects. Raising the
+thresholds keeps cycle collection (it still runs, 100x less often); freezing moves the
+objects that live for the whole process (modules, settings, clients) out of every pass.
+"""
+
+from __future__ import annotations
+
+import gc
+
+GEN0_THRESHOLD = 100_000
+
+
+def tune_gc() -> None:
+    """Call once the process has imported and set up what it keeps for its lifetime."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
