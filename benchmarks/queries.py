@@ -67,6 +67,7 @@ def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int,
         with cur.copy(f"copy rollup_1h {cols} from stdin") as copy:
             for row in hours:
                 copy.write_row(row)
+        rollups.bump_revision(conn)  # the days seeded were final already: API workers may have them cached
         conn.commit()
     return n + len(hours)
 

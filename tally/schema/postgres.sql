@@ -52,6 +52,15 @@ create table if not exists stream_offsets (
     primary key (topic, kafka_partition)
 );
 
+-- Bumped in the same transaction by every writer that changes buckets already final (the
+-- correction step folding in late events, backfills, migrations): API workers keep final days
+-- cached and drop them when this moves. The dataflow's own flushes never touch final buckets.
+create table if not exists rollup_revision (
+    one boolean primary key default true check (one),
+    revision bigint not null
+);
+insert into rollup_revision values (true, 0) on conflict do nothing;
+
 do $$
 begin
     if exists (select 1 from pg_extension where extname = 'timescaledb') then

@@ -7,7 +7,8 @@ re-reads only today from PostgreSQL; the final days come from here as JSON fragm
 without being decoded or encoded again (the way Druid caches results per immutable segment).
 
 The cache lives in each API worker, bounded by the number of points it holds (least recently
-used days go first). A process restart, or a query shape not asked before, starts cold.
+used days go first). A process restart, or a query shape not asked before, starts cold; a new
+rollup revision (bumped by whatever rewrites final buckets) empties it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class FinalDays:
         self.points = 0
         self.days: OrderedDict[tuple, tuple[Fragments, int]] = OrderedDict()
         self.hits = self.misses = 0
+        self.revision: int | None = None
+
+    def check_revision(self, revision: int) -> None:
+        """Final days were rewritten (late events folded in, a backfill): forget them all. Read
+        the revision before the data, so an entry is never older than the revision it is kept under."""
+        if revision != self.revision:
+            self.days.clear()
+            self.points = 0
+            self.revision = revision
 
     async def series_json(
         self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before: datetime | None

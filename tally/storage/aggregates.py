@@ -163,15 +163,18 @@ class StreamState:
     as_of: datetime | None  # when rollups were last committed
     watermark: datetime | None  # event time every partition has reached (None until each has one)
     final_before: datetime | None  # buckets ending at or before this can no longer change
+    revision: int = 0  # moves when final buckets were rewritten (see rollup_revision)
 
 
 async def stream_state(conn: AsyncConnection, topic: str, partitions: int, lateness: timedelta) -> StreamState:
     """Buckets are final once every partition's watermark is past them by the allowed lateness;
     none are while some partition has no watermark yet."""
     cur = await conn.execute(
-        "select min(watermark), count(watermark), max(updated_at) from stream_offsets where topic = %s", (topic,)
+        "select min(watermark), count(watermark), max(updated_at), (select revision from rollup_revision)"
+        " from stream_offsets where topic = %s",
+        (topic,),
     )
-    low, with_watermark, as_of = await cur.fetchone()
+    low, with_watermark, as_of, revision = await cur.fetchone()
     if with_watermark < partitions:
-        return StreamState(as_of, None, None)
-    return StreamState(as_of, low, low - lateness)
+        return StreamState(as_of, None, None, revision or 0)
+    return StreamState(as_of, low, low - lateness, revision or 0)

@@ -61,6 +61,11 @@ def apply_schema(conn: psycopg.Connection) -> None:
         conn.execute(SCHEMA.read_text())
 
 
+def bump_revision(conn: psycopg.Connection) -> None:
+    """Call inside the transaction that rewrites final buckets, so cached answers are dropped."""
+    conn.execute("update rollup_revision set revision = revision + 1")
+
+
 def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bool = True) -> None:
     """Overwrite the partition's changed rows and move its offset, atomically.
 

@@ -102,3 +102,29 @@ def test_the_cache_stays_within_its_point_budget(stack, event_type):
     ((direct, cached),) = answers(stack, [q], cache, D0 + timedelta(days=4))
     assert cached == direct
     assert cache.points <= 500 and len(cache.days) == 1
+
+
+def test_rewriting_final_days_with_a_new_revision_empties_the_cache(stack, event_type):
+    """What a correction step or backfill does: rewrite a final day's rows and bump the revision."""
+    q = aggregates.AggregateQuery(D0, D0 + timedelta(days=2), "1d", ["count"], [], [event_type], [])
+    final_before = D0 + timedelta(days=2)
+
+    async def answer(cache: FinalDays) -> list:
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as conn:
+            state = await aggregates.stream_state(conn, "no-such-topic", 1, timedelta(0))
+            cache.check_revision(state.revision)
+            return msgspec.json.decode(await cache.series_json(conn, q, True, final_before))
+
+    cache = FinalDays()
+    before = asyncio.run(answer(cache))
+    assert len(cache.days) == 2
+    with rollups.connect(stack) as conn:
+        agg = PartitionAggregator(82, allowed_lateness_s=0)
+        agg.add([Event(f"{event_type}-fix", event_type, D0 + timedelta(hours=1), "web", None, None)])
+        agg.watermark = int((D0 + timedelta(days=3)).timestamp())  # the minute is final when written
+        rollups.write_flush(conn, f"test-{event_type}-fix", agg.flush(1))
+        rollups.bump_revision(conn)
+        conn.commit()
+    after = asyncio.run(answer(cache))
+    assert after[0]["points"][0]["count"] == before[0]["points"][0]["count"] + 1
+    assert after[0]["points"][1] == before[0]["points"][1]
