@@ -16,7 +16,6 @@ from tally.api import metrics
 from tally.api.problems import ParamError, param_error_handler, validation_error_handler
 from tally.api.routes import aggregate, events, filtered_events, ops
 from tally.producer import BatchProducer
-from tally.runtime import tune_gc
 from tally.settings import Settings, get_settings
 from tally.storage import raw_events
 from tally.storage.aggregate_cache import FinalDays
@@ -41,7 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session = cluster.connect(settings.cassandra_keyspace)
         app.state.raw = raw_events.RawEventReader(session, shards=settings.kafka_partitions)
         app.state.final_days = FinalDays()
-        tune_gc()
         try:
             yield
         finally:
