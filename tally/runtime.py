@@ -1,6 +1,6 @@
-"""Process-wide tuning shared by Tally's long-running processes (API workers, dataflow, backfill).
+"""Process-wide tuning for the processes that aggregate batches: the dataflow, replays, backfills.
 
-Both hot paths allocate tens of thousands of short-lived, acyclic objects per batch (a decoded
+They allocate tens of thousands of short-lived, acyclic objects per batch (a decoded
 Event per line, a key tuple per event), and CPython's default collector runs a generation-0 pass
 every 700 net allocations: profiled, those passes cost the replay a fifth of its time while
 finding almost nothing, since reference counting already frees these objects. Raising the
