@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bytewax.operators import StatefulLogic
 
 from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
+from tally.dedup import SeenIds
 from tally.events.schema import decode_messages
 from tally.rollup import Flush, PartitionAggregator, RawBatch, position, seconds_of
 
@@ -16,6 +18,7 @@ from tally.rollup import Flush, PartitionAggregator, RawBatch, position, seconds
 @dataclass
 class PartitionState:
     agg: PartitionAggregator
+    seen: SeenIds | None = None
     last_flush: float = field(default_factory=time.monotonic)
     invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
     raw: RawBatch = field(default_factory=RawBatch)
@@ -35,6 +38,7 @@ class Aggregate:
         max_ahead_s: int | None = None,
         idle_lag_s: int | None = None,
         wall_clock=time.time,
+        dedup: tuple[Path, int] | None = None,
     ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
@@ -42,6 +46,7 @@ class Aggregate:
         self.max_ahead_s = max_ahead_s
         self.idle_lag_s = idle_lag_s  # None: watermarks move with events only
         self.wall_clock = wall_clock
+        self.dedup = dedup  # (directory of the per-partition stores, horizon in seconds); None: off
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
@@ -53,7 +58,11 @@ class Aggregate:
             if restore:
                 for (width, key), acc in restore.cells.items():
                     agg.restore(key, acc, width)
-            state = PartitionState(agg, last_flush=self.clock())
+            seen = None
+            if self.dedup:
+                fresh = restore is not None and restore.fresh
+                seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
+            state = PartitionState(agg, seen, last_flush=self.clock())
         if batch.values:
             # Each message is NDJSON of one or more events (tally.producer): one decode for all.
             lines: list[bytes] = []
@@ -71,6 +80,13 @@ class Aggregate:
             if bad:
                 good = [i for i in range(len(lines)) if i not in bad]
                 lines, positions = [lines[i] for i in good], [positions[i] for i in good]
+            if state.seen is not None:
+                first = state.seen.first_copies([e.event_id for e in events], positions)
+                if not all(first):
+                    metrics.DUPLICATES.labels(str(batch.partition)).inc(first.count(False))
+                    events = [e for e, f in zip(events, first, strict=True) if f]
+                    lines = [v for v, f in zip(lines, first, strict=True) if f]
+                    positions = [p for p, f in zip(positions, first, strict=True) if f]
             seconds = seconds_of(events)
             state.raw.add(events, seconds, positions, lines)
             state.agg.add(events, seconds)
@@ -85,6 +101,8 @@ class Aggregate:
         closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
         if not state.pending and not closing:
             return state, None
+        if state.seen is not None:
+            state.seen.commit(state.agg.watermark)  # before the sink commits what these ids counted
         flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
         metrics.OPEN_CELLS.labels(str(batch.partition)).set(len(state.agg.open) + len(state.agg.hours))
         state.invalid = []

@@ -23,6 +23,7 @@ from tally.storage import rollups
 class Restore:
     watermark: int | None
     cells: dict[tuple[int, Key], Acc]  # by (width, key): minute and hour cells still open
+    fresh: bool = False  # nothing was ever committed for the partition (a new topic, or wiped rollups)
 
 
 @dataclass
@@ -73,11 +74,12 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])
+        fresh = next_offset is None
         if next_offset is None:
             low, _high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
             next_offset = low
         self.next_offset = next_offset
-        self.restore: Restore | None = Restore(watermark, cells)
+        self.restore: Restore | None = Restore(watermark, cells, fresh)
         self._checked = 0.0
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:

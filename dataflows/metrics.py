@@ -6,6 +6,11 @@ EVENTS = Counter("tally_dataflow_events_total", "Events aggregated into rollups"
 LATE = Counter(
     "tally_dataflow_late_events_total", "Events too late for their bucket, sent to events.late", ["partition"]
 )
+DUPLICATES = Counter(
+    "tally_dataflow_duplicates_total",
+    "Later copies of an event_id seen within the dedup horizon, dropped",
+    ["partition"],
+)
 INVALID = Counter("tally_dataflow_invalid_messages_total", "Malformed Kafka messages sent to events.dlq", ["partition"])
 ROWS = Counter("tally_dataflow_rollup_rows_written_total", "Rollup rows upserted", ["partition"])
 RAW = Counter("tally_dataflow_raw_events_written_total", "Raw events written to Cassandra", ["partition"])

@@ -46,6 +46,7 @@ def get_flow(
         settings.flush_interval_s,
         max_ahead_s=settings.max_ahead_s,
         idle_lag_s=settings.idle_lag_s,
+        dedup=(settings.state_dir / "dataflow" / "dedup", settings.dedup_horizon_s),
     )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)

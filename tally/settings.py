@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # A partition with nothing left to read lets its watermark follow the wall clock this far
     # behind, so its buckets close (and answers become final) without waiting for new events.
     idle_lag_s: int = 60
+    # Copies of an event_id are counted once if they arrive within this much event time of each
+    # other (the dataflow keeps the ids on disk, tally.dedup); beyond, the reconciliation shows them.
+    dedup_horizon_s: int = 3600
     # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
     # small enough that a replayed backlog flushes in pieces.

@@ -29,6 +29,12 @@ def batches(partition: int, values: list[bytes], size: int, first_offset: int = 
     return out
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Each test's dedup stores start empty: ids like e0 recur from test to test."""
+    monkeypatch.setenv("TALLY_STATE_DIR", str(tmp_path))
+
+
 def run(items, workers: int):
     settings = Settings(flush_interval_s=0.0, allowed_lateness_s=120)
     out: list = []
@@ -93,6 +99,15 @@ def test_a_message_of_several_ndjson_events_is_decoded_line_by_line():
     assert [o for o, _v in flush.raw.items()] == [position(7, 0), position(7, 2), position(8, 0)]
     assert [(o, v) for o, v, _r in flush.invalid] == [(position(7, 1), bad)]
     assert sum(r.acc.count for r in flush.rows if r.width == 60) == 3
+
+
+def test_later_copies_of_an_event_id_are_counted_and_stored_once():
+    values = [message(i, i) for i in range(6)]
+    copies = [values[1], values[4], values[1]]  # a client retry, twice, in later messages
+    flushes = run(batches(0, values + copies, 2), 1)
+    latest = {r.bucket: r.acc.count for f in flushes for r in f.rows if r.width == 60}
+    assert sum(latest.values()) == 6
+    assert sorted(o >> 10 for f in flushes for o, _v in f.raw.items()) == list(range(6))
 
 
 def test_processes_split_the_partitions_between_them():
