@@ -32,6 +32,7 @@ TARGETS = {
     "replay_events_per_s_per_process": "(10 B/day density, 10 K keys/min)",
     "replay_events_per_s_2_processes": ">= 500,000 (the machine, as the dataflow runs)",
     "replay_peak_rss_mib": "<= 1024 at 1 M keys/day",
+    "dedup_disk_mib_per_million_ids": "(to state; an hour at 10 B/day is 417 M ids)",
 }
 
 
@@ -45,7 +46,7 @@ def main() -> None:
         default=120_000,
         help="end-to-end offered events/s (0: as fast as the API takes them; the backlog then grows)",
     )
-    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries replay")
+    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries replay dedup")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     s = get_settings()
@@ -68,6 +69,7 @@ def main() -> None:
             load_rate=1_000 if smoke else 20_000,
         ),
         "replay": None,  # run in a child process below
+        "dedup": None,  # likewise
     }
     figures: dict = {
         "machine": platform.node(),
@@ -83,10 +85,10 @@ def main() -> None:
             continue
         print(f"... {name}", file=sys.stderr, flush=True)
         try:
-            if name == "replay":
-                # Its own process, so its peak RSS is the aggregator's, not this harness's.
+            if name in _CHILD:
+                # Its own process, so its peak RSS is the aggregator's or the store's, not this harness's.
                 out = subprocess.run(
-                    [sys.executable, "-c", _REPLAY.format(smoke=smoke)], capture_output=True, text=True, check=True
+                    [sys.executable, "-c", _CHILD[name].format(smoke=smoke)], capture_output=True, text=True, check=True
                 )
                 figures.update(json.loads(out.stdout))
             else:
@@ -111,10 +113,11 @@ def main() -> None:
         sys.exit(f"failed: {', '.join(failed)}")
 
 
-_REPLAY = (
-    "import json; from benchmarks import replay; "
-    "print(json.dumps(replay.run(50_000 if {smoke} else 5_000_000, 20_000 if {smoke} else 3_000_000)))"
-)
+_CHILD = {
+    "replay": "import json; from benchmarks import replay; "
+    "print(json.dumps(replay.run(50_000 if {smoke} else 5_000_000, 20_000 if {smoke} else 3_000_000)))",
+    "dedup": "import json; from benchmarks import dedup; print(json.dumps(dedup.run(0.1 if {smoke} else 10)))",
+}
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,9 @@ def get_flow(
         settings.flush_interval_s,
         max_ahead_s=settings.max_ahead_s,
         idle_lag_s=settings.idle_lag_s,
-        dedup=(settings.state_dir / "dataflow" / "dedup", settings.dedup_horizon_s),
+        dedup=(settings.state_dir / "dataflow" / "dedup", settings.dedup_horizon_s)
+        if settings.dedup_horizon_s
+        else None,
     )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     idle_lag_s: int = 60
     # Copies of an event_id are counted once if they arrive within this much event time of each
     # other (the dataflow keeps the ids on disk, tally.dedup); beyond, the reconciliation shows them.
+    # 0 turns dedup off (~2 us an event of dataflow CPU saved) for streams whose ids never repeat.
     dedup_horizon_s: int = 3600
     # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,

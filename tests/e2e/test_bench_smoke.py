@@ -33,6 +33,8 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "replay_events_per_s_per_process",
         "replay_peak_rss_mib",
         "e2e_dataflow_rss_mib",
+        "dedup_us_per_event",
+        "dedup_disk_mib_per_million_ids",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert figures["e2e_exact"] is True
