@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-deps stop status lint install lock clean
+.PHONY: run test test-faults test-deps stop status lint install lock clean
 
 run: install
 	$(BIN)/tally up
@@ -19,6 +19,10 @@ status: install
 
 test: install test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Fault runs (kill -9, broker restart, PostgreSQL outage): minutes each, so not part of `make test`.
+test-faults: install
+	$(BIN)/pytest -m faults -s tests/faults $(PYTEST_ARGS)
 
 # The UI test drives Debian's Chromium with playwright-core (npm; it downloads no browser).
 test-deps:

@@ -1,0 +1,167 @@
+"""A run of events through the API while something breaks, and the checks against what was accepted.
+
+The ledger is the bodies the API answered 202 for: those events, each once, must be counted in
+the minute rollups and stored in Cassandra; nothing else may be.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tally.storage import raw_events
+from tally.storage.reconcile import reconcile
+from tests.e2e.conftest import iso, recent_window, wait_for
+
+TYPES = ["a", "b", "c", "d"]
+
+
+class Run:
+    def __init__(self, settings, events: int, rate: float, copies: float = 0.05, seed: int = 99):
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.api_port}"
+        self.rate = rate
+        self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
+        self.start, self.end = recent_window()
+        rng = random.Random(seed)
+        lines = [self._event(i, rng) for i in range(events)]
+        self.copies = int(events * copies)
+        stream = lines + rng.sample(lines, self.copies)
+        # Copies travel in the same body as their original or minutes later, as client retries do.
+        rng.shuffle(stream)
+        self.bodies = [b"\n".join(stream[i : i + 1000]) for i in range(0, len(stream), 1000)]
+        self.accepted: list[bytes] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._senders: list[threading.Thread] = []
+
+    def _event(self, i: int, rng: random.Random) -> bytes:
+        return json.dumps(
+            {
+                "event_id": f"{self.run_id}-{i}",
+                "event_type": f"{self.run_id}.{rng.choice(TYPES)}",
+                "timestamp": iso(self.start + timedelta(microseconds=rng.randrange(120_000_000))),
+                "source": rng.choice(["web", "ios", "api"]),
+                "user_id": f"u{rng.randrange(1000)}",
+                "value": rng.randrange(100),
+            }
+        ).encode()
+
+    # ---- sending ------------------------------------------------------------------------------
+    def start_sending(self, connections: int = 2) -> None:
+        t0 = time.monotonic()
+        self._senders = [
+            threading.Thread(target=self._send, args=(self.bodies[k::connections], connections, t0), daemon=True)
+            for k in range(connections)
+        ]
+        for s in self._senders:
+            s.start()
+
+    def sending(self) -> bool:
+        return any(s.is_alive() for s in self._senders)
+
+    def join(self) -> None:
+        for s in self._senders:
+            s.join()
+
+    def _send(self, bodies: list[bytes], connections: int, t0: float) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            sent = 0
+            for body in bodies:
+                try:
+                    r = client.post("/api/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+                    ok = r.status_code == 202
+                except httpx.HTTPError:
+                    ok = False
+                with self._lock:
+                    if ok:
+                        self.accepted.append(body)
+                    else:
+                        self.refused += 1
+                sent += body.count(b"\n") + 1
+                ahead = sent / (self.rate / connections) - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    # ---- checking -----------------------------------------------------------------------------
+    def truth(self) -> tuple[Counter, set[str]]:
+        cells: Counter = Counter()
+        ids: set[str] = set()
+        for body in self.accepted:
+            for line in body.split(b"\n"):
+                e = json.loads(line)
+                if e["event_id"] not in ids:
+                    ids.add(e["event_id"])
+                    cells[(e["timestamp"][:16], e["event_type"], e["source"])] += 1
+        return cells, ids
+
+    def counted(self) -> Counter:
+        params = [("from", iso(self.start)), ("to", iso(self.end)), ("granularity", "1m")]
+        params += [("group_by", "event_type,source")] + [("event_type", f"{self.run_id}.{t}") for t in TYPES]
+        body = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60).json()
+        out: Counter = Counter()
+        for s in body["series"]:
+            for p in s["points"]:
+                if p["count"]:
+                    t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+                    out[(t, s["group"]["event_type"], s["group"]["source"])] = p["count"]
+        return out
+
+    def wait_exact(self, timeout_s: float = 300) -> float:
+        """Seconds until the rollups equal the ledger; on timeout, by how much they differ."""
+        truth, _ids = self.truth()
+        last: list[Counter] = [Counter()]
+
+        def exact() -> bool:
+            last[0] = self.counted()
+            return last[0] == truth
+
+        try:
+            return wait_for(exact, timeout_s=timeout_s, what="rollups equal to what was accepted")
+        except AssertionError:
+            over = sum(max(0, last[0][k] - truth[k]) for k in truth | last[0])
+            under = sum(max(0, truth[k] - last[0][k]) for k in truth | last[0])
+            raise AssertionError(
+                f"counted {sum(last[0].values())} of {sum(truth.values())} accepted: {over} over, {under} under"
+            ) from None
+
+    def stored(self) -> Counter:
+        """How often Cassandra holds each event_id of this run."""
+        cluster = raw_events.cluster(self.settings)
+        try:
+            reader = raw_events.RawEventReader(
+                cluster.connect(self.settings.cassandra_keyspace), self.settings.kafka_partitions
+            )
+            out: Counter = Counter()
+            hour = self.start.replace(minute=0)
+            while hour < self.end:
+                for t in TYPES:
+                    out.update(e.event_id for e in reader.hour(f"{self.run_id}.{t}", raw_events.us(hour)))
+                hour += timedelta(hours=1)
+            return out
+        finally:
+            cluster.shutdown()
+
+    def mismatches(self) -> list:
+        found = reconcile(self.settings, self.start, self.end, [f"{self.run_id}.{t}" for t in TYPES])
+        return [m for m in found if m.event_type.startswith(self.run_id)]  # other tests' types may share the hour
+
+    def check_everything(self) -> dict:
+        """Rollups exact, each accepted event stored once, reconciliation clean: the figures."""
+        waited = self.wait_exact()
+        time.sleep(3)  # and they stay so
+        truth, ids = self.truth()
+        assert self.counted() == truth
+        stored = self.stored()
+        assert set(stored) == ids
+        twice = sum(n - 1 for n in stored.values())
+        assert twice == 0, f"{twice} events stored more than once in Cassandra"
+        assert self.mismatches() == []
+        return {"accepted": len(ids), "refused_bodies": self.refused, "exact_after_s": round(waited)}

@@ -1,0 +1,38 @@
+"""kill -9 of dataflow processes, again and again, while a million events (5 % of them copies)
+go through: afterwards every minute rollup equals what was accepted, and Cassandra holds each
+event once. About 80 s; TALLY_FAULT_EVENTS changes the number of events.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+from tests.faults.ledger import Run
+
+EVENTS = int(os.environ.get("TALLY_FAULT_EVENTS", "1000000"))
+
+
+def dataflow_pids(settings) -> list[int]:
+    return [int(p) for p in (settings.state_dir / "dataflow" / "children.pids").read_text().split()]
+
+
+def test_kill_9_during_a_million_events_loses_and_doubles_nothing(stack):
+    run = Run(stack, EVENTS, rate=25_000)  # ~40 s of sending: kills land at many different moments
+    rng = random.Random(7)
+    run.start_sending()
+    kills = 0
+    while run.sending() or kills < 5:
+        time.sleep(rng.uniform(2, 8))  # a flush is written every second: some kills land inside one
+        try:
+            os.kill(rng.choice(dataflow_pids(stack)), signal.SIGKILL)
+            kills += 1
+        except (ProcessLookupError, IndexError):
+            pass  # between a death and its restart
+    run.join()
+    assert run.refused == 0  # only the dataflow was killed: the API accepted everything
+    figures = run.check_everything()
+    assert figures["accepted"] == EVENTS
+    print(f"\nkill -9: {EVENTS:,} events + {run.copies:,} copies, {kills} kills: {figures}")
