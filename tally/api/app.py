@@ -6,14 +6,20 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 import tally
 from tally.api import metrics
-from tally.api.problems import ParamError, param_error_handler, validation_error_handler
+from tally.api.problems import (
+    ParamError,
+    param_error_handler,
+    store_unavailable_handler,
+    validation_error_handler,
+)
 from tally.api.routes import aggregate, events, filtered_events, ops
 from tally.producer import BatchProducer
 from tally.settings import Settings, get_settings
@@ -30,7 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.producer = BatchProducer(settings)
-        pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False)
+        # Connections are checked when taken: after a PostgreSQL restart every pooled one is dead,
+        # and unchecked they each failed a request before being dropped.
+        pool = AsyncConnectionPool(
+            settings.pg_dsn, min_size=1, max_size=8, open=False, check=AsyncConnectionPool.check_connection
+        )
         await pool.open(wait=True, timeout=30)
         app.state.pg = pool
         async with pool.connection() as conn:
@@ -54,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(ParamError, param_error_handler)
+    app.add_exception_handler(psycopg.OperationalError, store_unavailable_handler)
+    app.add_exception_handler(PoolTimeout, store_unavailable_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     @app.middleware("http")

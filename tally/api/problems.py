@@ -27,6 +27,12 @@ async def param_error_handler(_request: Request, exc: ParamError) -> JSONRespons
     return problem(422, "Invalid parameter", str(exc), [{"field": exc.field, "message": exc.message}])
 
 
+async def store_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL is down or restarting: a 503 the client may retry, not a 500. Ingest does not
+    need it and keeps accepting."""
+    return problem(503, "Rollup store unavailable", f"PostgreSQL: {exc}", headers={"Retry-After": "5"})
+
+
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
     for e in exc.errors():

@@ -1,0 +1,49 @@
+"""A 60 s PostgreSQL outage and a Kafka broker restart in the middle of a run: the API accepts
+what it can, the dataflow holds back without crashing, and afterwards everything accepted is
+counted exactly once. Minutes each: opt-in with `make test-faults`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tally.stack import runner
+from tests.faults.ledger import Run
+from tests.faults.test_kill_dataflow import dataflow_pids
+
+pytestmark = pytest.mark.faults
+
+
+def test_a_60_s_postgresql_outage_holds_the_dataflow_back_and_loses_nothing(stack):
+    run = Run(stack, 600_000, rate=6_000)  # ~100 s of sending, the outage in the middle
+    pids = sorted(dataflow_pids(stack))
+    run.start_sending()
+    time.sleep(15)
+    runner.down(stack, ["postgres"])
+    time.sleep(60)
+    up = runner.up(stack, ["postgres"])
+    assert all(r.ok for r in up), up
+    run.join()
+    assert run.refused == 0  # ingest does not need PostgreSQL
+    figures = run.check_everything()
+    assert sorted(dataflow_pids(stack)) == pids  # it waited: no crash, no restart loop
+    print(f"\nPostgreSQL down 60 s: {figures}")
+
+
+def test_a_broker_restart_refuses_some_and_loses_none_of_the_accepted(stack):
+    run = Run(stack, 400_000, rate=6_000)
+    run.start_sending()
+    time.sleep(15)
+    runner.down(stack, ["kafka"])
+    time.sleep(10)
+    up = runner.up(stack, ["kafka"])
+    assert all(r.ok for r in up), up
+    run.join()
+    figures = run.check_everything()
+    assert figures["accepted"] == 400_000  # every body got through in the end, each event counted once
+    r = httpx.post(f"http://127.0.0.1:{stack.api_port}/api/events", json=[], timeout=30)
+    assert r.status_code in (202, 400, 422)  # the API is answering again
+    print(f"\nKafka broker restarted: {figures}")
