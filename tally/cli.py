@@ -147,6 +147,18 @@ def send(
         raise typer.Exit(1)
 
 
+@app.command("correct")
+def correct() -> None:
+    """Fold late events whose hour has closed into the rollups (the correction step), until none is left."""
+    from tally.storage.corrections import fold_late
+
+    s = get_settings()
+    total = 0
+    while (folded := fold_late(s)).events:
+        total += folded.events
+    typer.echo(f"folded {total} late events into the rollups")
+
+
 @app.command(
     "bench",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -29,7 +29,9 @@ class Point(BaseModel):
     avg: float | None = None
     unique_users: int | None = None
     late_count: int | None = Field(
-        None, description="Events that arrived after this bucket closed: in the late ledger, not in count."
+        None,
+        description="Events that arrived after this bucket closed and are not in count yet (the late ledger);"
+        " the correction step moves them into count.",
     )
     final: bool = Field(
         description="True once no event can change this point: every partition's watermark is past its end"

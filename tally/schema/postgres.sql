@@ -41,6 +41,10 @@ create table if not exists late_events (
     arrived_at timestamptz not null default now()
 );
 create index if not exists late_events_bucket on late_events (event_type, bucket);
+-- Set by the correction step (tally.storage.corrections) once the event is added to the rollups;
+-- from then on it is in `count`, no longer in `late_count`.
+alter table late_events add column if not exists folded_at timestamptz;
+create index if not exists late_events_unfolded on late_events (kafka_partition, bucket) where folded_at is null;
 
 -- Where each partition's consumer resumes, written in the same transaction as its rollups.
 create table if not exists stream_offsets (

@@ -20,7 +20,8 @@ GRANULARITIES: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
     "1d": timedelta(days=1),
 }
-# late_count: events that arrived after their bucket closed (the late ledger), not in `count`.
+# late_count: events that arrived after their bucket closed (the late ledger) and are not in
+# `count` yet; the correction step moves them into `count`. count + late_count is every event.
 METRICS = ("count", "sum", "min", "max", "avg", "unique_users", "late_count")
 GROUPS = ("event_type", "source")
 MAX_BUCKETS = 1500
@@ -103,7 +104,7 @@ async def run(
         selects.append(
             sql.SQL(
                 "select bucket, event_type, source, 0, 0.0, null::float8, null::float8, 0, null::bytea, 1"
-                " from late_events where bucket >= %(ls)s and bucket < %(le)s{filters}"
+                " from late_events where bucket >= %(ls)s and bucket < %(le)s and folded_at is null{filters}"
             ).format(filters=sql.SQL("").join(filters))
         )
     query = sql.SQL(

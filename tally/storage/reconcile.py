@@ -1,7 +1,8 @@
 """Reconciliation: do the rollups (plus the late ledger) account for every raw event, exactly?
 
 For each hour of a closed range and each (event_type, source), the distinct events stored in
-Cassandra must equal the events counted in the minute rollups plus those in the late ledger.
+Cassandra must equal the events counted in the minute rollups plus those in the late ledger not
+yet folded into them (tally.storage.corrections).
 Any difference is a mismatch: an event counted twice (a duplicate the dataflow did not catch), an
 event lost between raw storage and the rollups, or a correction not yet applied. The orchestration
 layer runs this as an asset check; it can be run by hand too (`reconcile(settings, start, end)`).
@@ -62,14 +63,14 @@ def reconcile(
 def _counted(settings: Settings, start: datetime, end: datetime) -> tuple[Counter, Counter]:
     with rollups.connect(settings) as conn:
         return _per_hour(conn, "sum(event_count)::bigint", "rollup_1m", start, end), _per_hour(
-            conn, "count(*)", "late_events", start, end
+            conn, "count(*)", "late_events", start, end, " and folded_at is null"
         )
 
 
-def _per_hour(conn, total: str, table: str, start: datetime, end: datetime) -> Counter:
+def _per_hour(conn, total: str, table: str, start: datetime, end: datetime, where: str = "") -> Counter:
     rows = conn.execute(
         f"select date_bin('1 hour', bucket, timestamptz '1970-01-01Z'), event_type, source, {total}"
-        f" from {table} where bucket >= %s and bucket < %s group by 1, 2, 3",
+        f" from {table} where bucket >= %s and bucket < %s{where} group by 1, 2, 3",
         (start, end),
     )
     return Counter({(hour, et, src): n for hour, et, src, n in rows})

@@ -1,0 +1,120 @@
+"""The correction step: fold late-ledger events into the rollups they missed.
+
+An event later than the allowed lateness is never dropped: the dataflow writes it to the late
+ledger (`late_events`, and the `events.late` topic) and it shows as `late_count`. This step adds
+such events to their minute and hour rows, marks them folded and bumps the rollup revision (so
+API workers drop cached final days), all in one transaction: run twice, or killed half way, it
+adds each event once. The orchestration layer schedules it; `tally correct` runs it by hand.
+
+Only events whose whole hour is closed in their partition are folded: the dataflow still holds
+open hours in memory and writes each hour row once, from its own minutes, when the hour closes;
+a minute changed under it would make that hour row disagree with its minutes.
+
+A late copy of an event already counted on time but older than the dedup horizon is folded like
+a new event; the reconciliation reports the hour (raw storage holds the id once, the rollups twice).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from tally.rollup import HOUR_S, Acc
+from tally.settings import Settings
+from tally.sketch import Hll, hash_user
+from tally.storage import rollups
+
+_PENDING = """
+select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event
+from late_events l
+join stream_offsets o on o.topic = %(topic)s and o.kafka_partition = l.kafka_partition
+where l.folded_at is null
+  and date_bin('1 hour', l.bucket, timestamptz '1970-01-01Z') + interval '1 hour' + %(lateness)s <= o.watermark
+order by l.event_id
+limit %(limit)s
+for update of l skip locked
+"""
+_ROW = """
+select event_count, value_count, value_sum, value_min, value_max, users
+from {table} where event_type = %s and source = %s and bucket = %s and kafka_partition = %s
+for update
+"""
+_UPSERT = """
+insert into {table} (bucket, event_type, source, kafka_partition, event_count, value_count, value_sum,
+                     value_min, value_max, users, final, updated_at)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, now())
+on conflict (event_type, source, bucket, kafka_partition) do update set
+    event_count = excluded.event_count, value_count = excluded.value_count, value_sum = excluded.value_sum,
+    value_min = excluded.value_min, value_max = excluded.value_max, users = excluded.users,
+    final = true, updated_at = excluded.updated_at
+"""
+
+
+@dataclass(frozen=True)
+class Folded:
+    events: int  # late events added to the rollups
+    cells: int  # (minute, event_type, source, partition) cells changed
+
+
+def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None) -> Folded:
+    """Fold up to `limit` late events whose hour has closed; call again until it returns 0 events.
+    `topic`: whose partition watermarks decide what is closed (default: the events topic)."""
+    with rollups.connect(settings) as conn, conn.transaction():
+        rows = conn.execute(
+            _PENDING,
+            {
+                "topic": topic or settings.events_topic,
+                "lateness": f"{settings.allowed_lateness_s} seconds",
+                "limit": limit,
+            },
+        ).fetchall()
+        if not rows:
+            return Folded(0, 0)
+        cells: dict[tuple, tuple[int, list[float], list[int]]] = defaultdict(lambda: (0, [], []))
+        for _id, bucket, event_type, source, partition, event in rows:
+            minute = int(bucket.timestamp())
+            count, values, users = cells[(minute, event_type, source, partition)]
+            if event.get("value") is not None:
+                values.append(float(event["value"]))
+            if event.get("user_id") is not None:
+                users.append(hash_user(event["user_id"]))
+            cells[(minute, event_type, source, partition)] = (count + 1, values, users)
+        hours: dict[tuple, Acc] = defaultdict(Acc)
+        for (minute, event_type, source, partition), (count, values, users) in cells.items():
+            late = Acc()
+            late.fold(count, values, users)
+            _add(conn, "rollup_1m", minute, event_type, source, partition, late)
+            hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
+        for (hour, event_type, source, partition), late in hours.items():
+            _add(conn, "rollup_1h", hour, event_type, source, partition, late)
+        conn.execute("update late_events set folded_at = now() where event_id = any(%s)", ([r[0] for r in rows],))
+        rollups.bump_revision(conn)
+        return Folded(len(rows), len(cells))
+
+
+def _add(conn: psycopg.Connection, table: str, bucket: int, event_type: str, source: str, partition: int, late: Acc):
+    at = datetime.fromtimestamp(bucket, UTC)
+    row = conn.execute(_ROW.format(table=table), (event_type, source, at, partition)).fetchone()
+    acc = Acc()
+    if row is not None:
+        count, vcount, vsum, vmin, vmax, users = row
+        acc = Acc(count, vcount, vsum, vmin, vmax, Hll.from_bytes(bytes(users)))
+    acc.merge(late)
+    conn.execute(
+        _UPSERT.format(table=table),
+        (
+            at,
+            event_type,
+            source,
+            partition,
+            acc.count,
+            acc.value_count,
+            acc.value_sum,
+            acc.value_min,
+            acc.value_max,
+            acc.users.to_bytes(),
+        ),
+    )
