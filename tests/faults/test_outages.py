@@ -17,16 +17,21 @@ from tests.faults.test_kill_dataflow import dataflow_pids
 pytestmark = pytest.mark.faults
 
 
+def outage(stack, run: Run, service: str, seconds: float) -> None:
+    """Stop `service` 15 s into the run, start it again `seconds` later, wait for the run to end."""
+    run.start_sending()
+    time.sleep(15)
+    runner.down(stack, [service])
+    time.sleep(seconds)
+    up = runner.up(stack, [service])
+    assert all(r.ok for r in up), up
+    run.join()
+
+
 def test_a_60_s_postgresql_outage_holds_the_dataflow_back_and_loses_nothing(stack):
     run = Run(stack, 600_000, rate=6_000)  # ~100 s of sending, the outage in the middle
     pids = sorted(dataflow_pids(stack))
-    run.start_sending()
-    time.sleep(15)
-    runner.down(stack, ["postgres"])
-    time.sleep(60)
-    up = runner.up(stack, ["postgres"])
-    assert all(r.ok for r in up), up
-    run.join()
+    outage(stack, run, "postgres", 60)
     assert run.refused == 0  # ingest does not need PostgreSQL
     figures = run.check_everything()
     assert sorted(dataflow_pids(stack)) == pids  # it waited: no crash, no restart loop
@@ -35,13 +40,7 @@ def test_a_60_s_postgresql_outage_holds_the_dataflow_back_and_loses_nothing(stac
 
 def test_a_broker_restart_refuses_some_and_loses_none_of_the_accepted(stack):
     run = Run(stack, 400_000, rate=6_000)
-    run.start_sending()
-    time.sleep(15)
-    runner.down(stack, ["kafka"])
-    time.sleep(10)
-    up = runner.up(stack, ["kafka"])
-    assert all(r.ok for r in up), up
-    run.join()
+    outage(stack, run, "kafka", 10)
     figures = run.check_everything()
     assert figures["accepted"] == 400_000  # every body got through in the end, each event counted once
     r = httpx.post(f"http://127.0.0.1:{stack.api_port}/api/events", json=[], timeout=30)
