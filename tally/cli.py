@@ -113,10 +113,6 @@ app.command("down", help="Stop Tally.")(stack_down)
 app.command("status", help="Show every component; exit 1 if any is down.")(stack_status)
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("send")
 def send(
     rate: Annotated[float, typer.Option(help="Events per second.")] = 1000,
@@ -170,3 +166,7 @@ def bench(ctx: typer.Context) -> None:
 
     # The harness lives beside the packages (benchmarks/), not inside the core: run it, don't import it.
     raise typer.Exit(subprocess.call([sys.executable, "-m", "benchmarks.run", *ctx.args], cwd=REPO_ROOT))
+
+
+if __name__ == "__main__":
+    app()
