@@ -20,7 +20,7 @@ status: install
 test: install test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Fault runs (kill -9, broker restart, PostgreSQL outage): minutes each, so not part of `make test`.
+# Fault runs (PostgreSQL and Cassandra outages, broker restart): minutes each, so not part of `make test`.
 test-faults: install
 	$(BIN)/pytest -m faults -s tests/faults $(PYTEST_ARGS)
 

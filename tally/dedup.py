@@ -2,8 +2,8 @@
 
 Every copy of an event_id lands in the same partition (tally.producer.partition_of), so each
 partition's consumer can decide alone whether it has seen an id. At 10 B events a day an hour
-of ids is ~400 M, too many for memory, so they live in RocksDB (rocksdict: the engine Kafka
-Streams and Flink keep their state in), one store per partition. A Bloom filter alone would drop
+of ids is ~400 M, too many for memory, so they live in RocksDB (the engine Kafka Streams and
+Flink keep their state in; through rocksdict), one store per partition. A Bloom filter alone would drop
 real events on its false positives; RocksDB answers exactly and uses its own Bloom filters only
 to skip files.
 

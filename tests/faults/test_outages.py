@@ -1,4 +1,4 @@
-"""A 60 s PostgreSQL outage and a Kafka broker restart in the middle of a run: the API accepts
+"""60 s PostgreSQL and Cassandra outages and a Kafka broker restart in the middle of a run: the API accepts
 what it can, the dataflow holds back without crashing, and afterwards everything accepted is
 counted exactly once. Minutes each: opt-in with `make test-faults`.
 """
@@ -46,3 +46,13 @@ def test_a_broker_restart_refuses_some_and_loses_none_of_the_accepted(stack):
     r = httpx.post(f"http://127.0.0.1:{stack.api_port}/api/events", json=[], timeout=30)
     assert r.status_code in (202, 400, 422)  # the API is answering again
     print(f"\nKafka broker restarted: {figures}")
+
+
+def test_a_60_s_cassandra_outage_holds_the_dataflow_back_and_loses_nothing(stack):
+    run = Run(stack, 600_000, rate=6_000)
+    pids = sorted(dataflow_pids(stack))
+    outage(stack, run, "cassandra", 60)
+    assert run.refused == 0  # ingest does not need Cassandra
+    figures = run.check_everything()
+    assert sorted(dataflow_pids(stack)) == pids
+    print(f"\nCassandra down 60 s: {figures}")
