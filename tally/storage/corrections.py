@@ -24,7 +24,7 @@ import psycopg
 
 from tally.rollup import HOUR_S, Acc
 from tally.settings import Settings
-from tally.sketch import Hll, hash_user
+from tally.sketch import Hll
 from tally.storage import rollups
 
 _PENDING = """
@@ -73,19 +73,14 @@ def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None
         ).fetchall()
         if not rows:
             return Folded(0, 0)
-        cells: dict[tuple, tuple[int, list[float], list[int]]] = defaultdict(lambda: (0, [], []))
+        cells: dict[tuple, Acc] = defaultdict(Acc)
         for _id, bucket, event_type, source, partition, event in rows:
-            minute = int(bucket.timestamp())
-            count, values, users = cells[(minute, event_type, source, partition)]
-            if event.get("value") is not None:
-                values.append(float(event["value"]))
-            if event.get("user_id") is not None:
-                users.append(hash_user(event["user_id"]))
-            cells[(minute, event_type, source, partition)] = (count + 1, values, users)
+            value = event.get("value")
+            cells[(int(bucket.timestamp()), event_type, source, partition)].add(
+                None if value is None else float(value), event.get("user_id")
+            )
         hours: dict[tuple, Acc] = defaultdict(Acc)
-        for (minute, event_type, source, partition), (count, values, users) in cells.items():
-            late = Acc()
-            late.fold(count, values, users)
+        for (minute, event_type, source, partition), late in cells.items():
             _add(conn, "rollup_1m", minute, event_type, source, partition, late)
             hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
         for (hour, event_type, source, partition), late in hours.items():
