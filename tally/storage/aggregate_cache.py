@@ -46,10 +46,18 @@ class FinalDays:
             self.revision = revision
 
     async def series_json(
-        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before: datetime | None
+        self,
+        conn: AsyncConnection,
+        q: AggregateQuery,
+        has_hll: bool,
+        final_before: datetime | None,
+        revision: int | None = None,
     ) -> bytes:
         """The `series` array of the answer, encoded: final whole days from the cache (filled on a
-        miss with one query), the rest of the range from PostgreSQL."""
+        miss with one query), the rest of the range from PostgreSQL. `revision`: the rollup
+        revision read with `final_before` (aggregates.stream_state); a new one empties the cache."""
+        if revision is not None:
+            self.check_revision(revision)
         if "late_count" in q.metrics:
             # Late events keep arriving for final days (that is what late means): never cached.
             return _encode(await aggregates.run(conn, q, has_hll, final_before))

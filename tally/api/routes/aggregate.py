@@ -72,8 +72,7 @@ async def get_aggregate(
     async with pg.connection() as conn:
         lateness = timedelta(seconds=settings.allowed_lateness_s)
         state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
-        final_days.check_revision(state.revision)
-        series = await final_days.series_json(conn, q, has_hll, state.final_before)
+        series = await final_days.series_json(conn, q, has_hll, state.final_before, state.revision)
     body = {
         "from": start,
         "to": end,
