@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class PartitionState:
     raw: RawBatch = field(default_factory=RawBatch)
     next_offset: int = 0
     pending: bool = False  # something changed since the last flush
+    # After a restart: where the flushes cut before the stop ended, past the committed offset
+    # (tally.dedup). Flushes are cut there again, and messages read beyond the next end wait.
+    replay_ends: list[int] = field(default_factory=list)
+    carry: KafkaBatch | None = None
 
 
 class Aggregate:
@@ -63,6 +68,16 @@ class Aggregate:
                 fresh = restore is not None and restore.fresh
                 seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
             state = PartitionState(agg, seen, last_flush=self.clock())
+            if seen is not None and restore is not None and restore.offset is not None:
+                state.replay_ends = seen.flush_ends(restore.offset)
+        if state.carry is not None:
+            batch = _joined(state.carry, batch)
+            state.carry = None
+        end = state.replay_ends[0] if state.replay_ends else None
+        if end is not None and batch.offsets and batch.offsets[-1] >= end:
+            cut = bisect_left(batch.offsets, end)
+            state.carry = KafkaBatch(batch.partition, batch.values[cut:], batch.offsets[cut:], batch.next_offset)
+            batch = KafkaBatch(batch.partition, batch.values[:cut], batch.offsets[:cut], end)
         if batch.values:
             # Each message is NDJSON of one or more events (tally.producer): one decode for all.
             lines: list[bytes] = []
@@ -89,20 +104,26 @@ class Aggregate:
                     positions = [p for p, f in zip(positions, first, strict=True) if f]
             seconds = seconds_of(events)
             state.raw.add(events, seconds, positions, lines)
-            state.agg.add(events, seconds)
+            state.agg.add(events, seconds, positions)
             state.pending = True
         elif batch.caught_up and self.idle_lag_s is not None:
             # Persisting the moved watermark is what makes buckets final for queries.
             state.pending |= state.agg.advance_idle(int(self.wall_clock()), self.idle_lag_s)
         state.next_offset = batch.next_offset
         now = self.clock()
-        if now - state.last_flush < self.flush_interval_s:
-            return state, None
-        closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
-        if not state.pending and not closing:
-            return state, None
+        if end is not None:
+            if state.next_offset < end:
+                return state, None  # the interrupted flush is not complete yet
+            state.replay_ends.pop(0)
+        else:
+            if now - state.last_flush < self.flush_interval_s:
+                return state, None
+            closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
+            if not state.pending and not closing:
+                return state, None
         if state.seen is not None:
-            state.seen.commit(state.agg.watermark)  # before the sink commits what these ids counted
+            # Before the sink writes anything of this flush: the ids it counts, and where it ends.
+            state.seen.commit(state.agg.watermark, state.next_offset)
         flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
         metrics.OPEN_CELLS.labels(str(batch.partition)).set(len(state.agg.open) + len(state.agg.hours))
         state.invalid = []
@@ -110,6 +131,16 @@ class Aggregate:
         state.pending = False
         state.last_flush = now
         return state, flush
+
+
+def _joined(first: KafkaBatch, then: KafkaBatch) -> KafkaBatch:
+    return KafkaBatch(
+        first.partition,
+        first.values + then.values,
+        first.offsets + then.offsets,
+        then.next_offset,
+        caught_up=then.caught_up,
+    )
 
 
 class AggregateLogic(StatefulLogic[KafkaBatch, Flush, None]):

@@ -24,6 +24,7 @@ class Restore:
     watermark: int | None
     cells: dict[tuple[int, Key], Acc]  # by (width, key): minute and hour cells still open
     fresh: bool = False  # nothing was ever committed for the partition (a new topic, or wiped rollups)
+    offset: int | None = None  # the committed offset reading resumes at
 
 
 @dataclass
@@ -79,7 +80,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             low, _high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
             next_offset = low
         self.next_offset = next_offset
-        self.restore: Restore | None = Restore(watermark, cells, fresh)
+        self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset)
         self._checked = 0.0
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:

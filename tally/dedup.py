@@ -19,6 +19,11 @@ dataflow re-reads from the offset committed with the rollups; ids it had already
 tail come back at the very same positions and are kept again, not dropped. Ids are written with
 a synced write before the flush that counted them is committed (`commit`), so a committed count
 never outlives the memory of its ids.
+
+The same synced write records where the flush ends (its next offset), before anything of it is
+written: after a crash the dataflow cuts its first flushes at exactly those ends again, so raw
+storage receives the very same chunk rows and overwrites them instead of leaving a piece of a
+longer flush behind (tally.storage.raw_events).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import shutil
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+
+_END = b"e"  # key prefix of flush ends
+_KEEP_ENDS = 16
 
 
 def _options() -> Options:
@@ -64,6 +72,9 @@ class SeenIds:
         self.gens: dict[int, Rdict] = {int(cf[1:]): self.db.get_column_family(cf) for cf in existing}
         self.current = max(self.gens, default=0)
         self.pending: dict[bytes, int] = {}  # ids first seen since the last commit -> position
+        # Ends of the latest flushes, in the default column family. Only the few flushes that may
+        # not be committed yet matter; the sink commits each before the next batch is read.
+        self.ends = sorted(int.from_bytes(k[1:], "big") for k in self.db.keys() if k[:1] == _END)  # noqa: SIM118 (Rdict has no __iter__)
         self._sync = WriteOptions()
         self._sync.sync = True
 
@@ -90,18 +101,27 @@ class SeenIds:
                 out.append(first >= pos)  # == : this very copy, read again after a restart
         return out
 
-    def commit(self, watermark: int | None) -> None:
-        """Make the ids seen so far durable (call before committing the flush that counted them),
-        and move to a new generation once the watermark enters one."""
+    def flush_ends(self, after: int) -> list[int]:
+        """Ends of flushes cut past offset `after` (the committed one) before the last stop."""
+        return [e for e in self.ends if e > after]
+
+    def commit(self, watermark: int | None, flush_end: int | None = None) -> None:
+        """Make the ids seen so far durable, with the end of the flush about to be written (call
+        before writing it), and move to a new generation once the watermark enters one."""
         gen = max(self.current, (watermark or 0) // self.horizon_s)
         if gen not in self.gens:
             self.gens[gen] = self.db.create_column_family(f"g{gen}", _options())
         self.current = gen
-        if self.pending:
+        if self.pending or flush_end is not None:
             batch = WriteBatch(raw_mode=True)
             handle = self.db.get_column_family_handle(f"g{gen}")
             for key, pos in self.pending.items():
                 batch.put(key, pos.to_bytes(8, "big"), handle)
+            if flush_end is not None and (not self.ends or flush_end > self.ends[-1]):
+                self.ends.append(flush_end)
+                batch.put(_END + flush_end.to_bytes(8, "big"), b"")
+                while len(self.ends) > _KEEP_ENDS:
+                    batch.delete(_END + self.ends.pop(0).to_bytes(8, "big"))
             self.db.write(batch, self._sync)
             self.pending = {}
         for old in [g for g in self.gens if g < gen - 1]:

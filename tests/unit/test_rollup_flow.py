@@ -129,3 +129,34 @@ def test_a_caught_up_partition_lets_its_watermark_follow_the_wall_clock():
     state, flush = step(state, KafkaBatch(0, [message(1, 480), message(2, 300)], [1, 2], 3))
     assert [e.event_id for e in flush.late] == ["e2"]
     assert [r.bucket - t0 for r in flush.rows if r.width == 60] == [480]
+
+
+def test_after_a_crash_the_interrupted_flushes_are_cut_at_the_same_ends(tmp_path):
+    # 500 events a message, all in one second: each flush's chunk is cut into several raw pieces.
+    values = [b"\n".join(message(m * 500 + j, 7) for j in range(500)) for m in range(20)]
+    now = [0.0]
+    dedup = (tmp_path / "dedup", 3600)
+
+    def read(step, size: int, first: int, count: int, restore: Restore):
+        state, flushes = None, []
+        for i in range(first, first + count, size):
+            offsets = list(range(i, min(i + size, first + count)))
+            batch = KafkaBatch(0, values[offsets[0] : offsets[-1] + 1], offsets, offsets[-1] + 1, restore)
+            restore = None
+            now[0] += 1.0  # a flush is due after every batch
+            state, flush = step(state, batch)
+            flushes.append(flush)
+        now[0] += 1.0
+        state, flush = step(state, KafkaBatch(0, [], [], first + count))  # the source's next (empty) poll
+        flushes.append(flush)
+        state.seen.close()
+        return [f for f in flushes if f is not None]
+
+    before = read(Aggregate(120, 1.0, clock=lambda: now[0], dedup=dedup), 3, 0, 12, Restore(None, {}))
+    assert [f.next_offset for f in before] == [6, 9, 12]
+    # Killed before any of them was committed: restart at offset 0, reading 5 messages at a time.
+    after = read(Aggregate(120, 1.0, clock=lambda: now[0], dedup=dedup), 5, 0, 20, Restore(None, {}, offset=0))
+    assert [f.next_offset for f in after] == [6, 9, 12, 20]
+    for old, new in zip(before, after, strict=False):
+        assert new.raw.chunks == old.raw.chunks  # the same rows, so raw storage overwrites them
+    assert sum(len(f.raw) for f in after) == 20 * 500
