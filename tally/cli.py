@@ -149,10 +149,11 @@ def correct() -> None:
     from tally.storage.corrections import fold_late
 
     s = get_settings()
-    total = 0
-    while (folded := fold_late(s)).events:
+    total = duplicates = 0
+    while (folded := fold_late(s)).rows:
         total += folded.events
-    typer.echo(f"folded {total} late events into the rollups")
+        duplicates += folded.duplicates
+    typer.echo(f"folded {total} late events into the rollups; {duplicates} were copies of events counted before")
 
 
 @app.command(

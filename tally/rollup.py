@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 
 from tally.events.schema import Event
 from tally.sketch import Hll, hash_user
@@ -155,6 +156,9 @@ class Flush:
     raw: RawBatch  # every valid event, late ones included: raw storage keeps all of them
     late: list[Event]
     invalid: list[tuple[int, bytes, str]]  # (position, line, reason) for the dead-letter topic
+    # Stream position of each late event (parallel to `late`; empty when the caller gave none): the
+    # correction step tells a late event's own raw copy from an earlier one by it.
+    late_positions: list[int] = field(default_factory=list)
 
 
 def bucket_of(ts: float) -> int:
@@ -194,6 +198,7 @@ class PartitionAggregator:
         self.dirty: set[Key] = set()
         self.hours: dict[Key, Acc] = {}
         self.late: list[Event] = []
+        self.late_positions: list[int] = []
 
     def restore(self, key: Key, acc: Acc, width: int = BUCKET_S) -> None:
         (self.open if width == BUCKET_S else self.hours)[key] = acc
@@ -211,19 +216,22 @@ class PartitionAggregator:
     def is_closed(self, bucket: int, width: int = BUCKET_S) -> bool:
         return self.watermark is not None and bucket + width + self.allowed_lateness_s <= self.watermark
 
-    def add(self, events: list[Event], seconds: list[int] | None = None) -> None:
+    def add(self, events: list[Event], seconds: list[int] | None = None, positions: list[int] | None = None) -> None:
         # Lateness is judged against the watermark as of the start of the batch, so the order of
         # events inside one Kafka batch never changes the outcome.
         high = self.watermark
         # Closed buckets are those ending (with lateness) at or before this limit.
         limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
         cells: dict[Key, list[Event]] = {}
-        late = self.late
+        late, late_positions = self.late, self.late_positions
         ceiling = None if self.max_ahead_s is None else int(self.wall_clock()) + self.max_ahead_s
-        for e, t in zip(events, seconds_of(events) if seconds is None else seconds, strict=True):
+        secs = seconds_of(events) if seconds is None else seconds
+        for e, t, pos in zip(events, secs, repeat(-1) if positions is None else positions, strict=False):
             bucket = t - t % BUCKET_S
             if limit is not None and bucket <= limit:
                 late.append(e)
+                if pos >= 0:
+                    late_positions.append(pos)
                 continue
             key = (bucket, e.event_type, e.source)
             cell = cells.get(key)
@@ -269,6 +277,15 @@ class PartitionAggregator:
         for key in list(self.hours):
             if self.is_closed(key[0], HOUR_S):
                 rows.append(RollupRow(key[0], key[1], key[2], p, self.hours.pop(key), True, HOUR_S))
-        out = Flush(self.partition, next_offset, self.watermark, rows, raw or RawBatch(), self.late, invalid or [])
-        self.late = []
+        out = Flush(
+            self.partition,
+            next_offset,
+            self.watermark,
+            rows,
+            raw or RawBatch(),
+            self.late,
+            invalid or [],
+            self.late_positions,
+        )
+        self.late, self.late_positions = [], []
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root: the stack's configs live in deploy/ beside the packages.
@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     # behind, so its buckets close (and answers become final) without waiting for new events.
     idle_lag_s: int = 60
     # Copies of an event_id are counted once if they arrive within this much event time of each
-    # other (the dataflow keeps the ids on disk, tally.dedup); beyond, the reconciliation shows them.
-    # 0 turns dedup off (~2 us an event of dataflow CPU saved) for streams whose ids never repeat.
+    # other (the dataflow keeps the ids on disk, tally.dedup). A copy beyond it is late as well, and
+    # the correction step finds it in raw storage (tally.storage.late_copies); until then the
+    # reconciliation shows it. 0 turns dedup off (~2 us an event of dataflow CPU saved) for
+    # streams whose ids never repeat.
     dedup_horizon_s: int = 3600
     # Kafka messages fetched per poll. The API writes up to 1,000 events per message, so 50
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
@@ -86,6 +88,16 @@ class Settings(BaseSettings):
 
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
+
+    @model_validator(mode="after")
+    def _horizon_covers_lateness(self) -> Settings:
+        # An id forgotten while its event could still be on time would let a copy into a rollup.
+        if self.dedup_horizon_s and self.dedup_horizon_s <= self.allowed_lateness_s + self.max_ahead_s:
+            raise ValueError(
+                "dedup_horizon_s: must be 0 (off) or more than allowed_lateness_s + max_ahead_s"
+                f" ({self.allowed_lateness_s + self.max_ahead_s}), got {self.dedup_horizon_s}"
+            )
+        return self
 
     @property
     def kafka_topics(self) -> tuple[str, ...]:

@@ -45,6 +45,11 @@ create index if not exists late_events_bucket on late_events (event_type, bucket
 -- from then on it is in `count`, no longer in `late_count`.
 alter table late_events add column if not exists folded_at timestamptz;
 create index if not exists late_events_unfolded on late_events (kafka_partition, bucket) where folded_at is null;
+-- The stream position (tally.rollup.position) of the ledgered copy, and whether the correction step
+-- found it to be a copy of an event already stored earlier (beyond the dedup horizon): such a row
+-- is marked folded without being added to the rollups.
+alter table late_events add column if not exists position bigint;
+alter table late_events add column if not exists duplicate boolean not null default false;
 
 -- Where each partition's consumer resumes, written in the same transaction as its rollups.
 create table if not exists stream_offsets (

@@ -10,8 +10,10 @@ Only events whose whole hour is closed in their partition are folded: the datafl
 open hours in memory and writes each hour row once, from its own minutes, when the hour closes;
 a minute changed under it would make that hour row disagree with its minutes.
 
-A late copy of an event already counted on time but older than the dedup horizon is folded like
-a new event; the reconciliation reports the hour (raw storage holds the id once, the rollups twice).
+A late event may be a copy of one stored and counted earlier, beyond the dedup horizon: those are
+found in raw storage first (tally.storage.late_copies), marked `duplicate` and folded without
+being added, and raw storage is left with one copy. Until this step runs, the reconciliation
+reports such an hour (raw storage holds the id once per distinct event, the ledger one too many).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from tally.rollup import HOUR_S, Acc
 from tally.settings import Settings
 from tally.sketch import Hll
 from tally.storage import rollups
+from tally.storage.late_copies import LateCopy, resolve
 
 _PENDING = """
-select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event
+select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event, l.position
 from late_events l
 join stream_offsets o on o.topic = %(topic)s and o.kafka_partition = l.kafka_partition
 where l.folded_at is null
@@ -57,10 +60,16 @@ on conflict (event_type, source, bucket, kafka_partition) do update set
 class Folded:
     events: int  # late events added to the rollups
     cells: int  # (minute, event_type, source, partition) cells changed
+    duplicates: int = 0  # late events found to be copies of events stored before: not added
+
+    @property
+    def rows(self) -> int:
+        """Ledger rows settled: call again while this is not 0."""
+        return self.events + self.duplicates
 
 
 def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None) -> Folded:
-    """Fold up to `limit` late events whose hour has closed; call again until it returns 0 events.
+    """Fold up to `limit` late events whose hour has closed; call again until it settles 0 rows.
     `topic`: whose partition watermarks decide what is closed (default: the events topic)."""
     with rollups.connect(settings) as conn, conn.transaction():
         rows = conn.execute(
@@ -73,8 +82,18 @@ def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None
         ).fetchall()
         if not rows:
             return Folded(0, 0)
+        # Raw storage is put right before the transaction commits; both are safe to repeat.
+        copies = [
+            LateCopy(event_id, event_type, partition, _second(event["timestamp"]), pos)
+            for event_id, _b, event_type, _s, partition, event, pos in rows
+        ]
+        duplicates = resolve(settings, copies).duplicates
         cells: dict[tuple, Acc] = defaultdict(Acc)
-        for _id, bucket, event_type, source, partition, event in rows:
+        added = 0
+        for event_id, bucket, event_type, source, partition, event, _pos in rows:
+            if event_id in duplicates:
+                continue
+            added += 1
             value = event.get("value")
             cells[(int(bucket.timestamp()), event_type, source, partition)].add(
                 None if value is None else float(value), event.get("user_id")
@@ -85,9 +104,18 @@ def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None
             hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
         for (hour, event_type, source, partition), late in hours.items():
             _add(conn, "rollup_1h", hour, event_type, source, partition, late)
-        conn.execute("update late_events set folded_at = now() where event_id = any(%s)", ([r[0] for r in rows],))
-        rollups.bump_revision(conn)
-        return Folded(len(rows), len(cells))
+        conn.execute(
+            "update late_events set folded_at = now(), duplicate = (event_id = any(%s)) where event_id = any(%s)",
+            (list(duplicates), [r[0] for r in rows]),
+        )
+        if cells:
+            rollups.bump_revision(conn)
+        return Folded(added, len(cells), len(duplicates))
+
+
+def _second(timestamp: str) -> int:
+    """Whole epoch second of an event time as the ledger stores it (ISO 8601), as raw chunks use."""
+    return int(datetime.fromisoformat(timestamp).timestamp() // 1)
 
 
 def _add(conn: psycopg.Connection, table: str, bucket: int, event_type: str, source: str, partition: int, late: Acc):

@@ -37,8 +37,8 @@ on conflict (event_type, source, bucket, kafka_partition) do update set
 """
 
 _LATE = """
-insert into late_events (event_id, bucket, event_type, source, kafka_partition, event)
-values (%s, %s, %s, %s, %s, %s)
+insert into late_events (event_id, bucket, event_type, source, kafka_partition, event, position)
+values (%s, %s, %s, %s, %s, %s, %s)
 on conflict (event_id) do nothing
 """
 
@@ -113,8 +113,9 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
                         e.source,
                         flush.partition,
                         Jsonb(msgspec.to_builtins(e)),
+                        pos,
                     )
-                    for e in flush.late
+                    for e, pos in zip(flush.late, flush.late_positions or [None] * len(flush.late), strict=True)
                 ],
             )
         cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))

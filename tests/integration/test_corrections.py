@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 from tally.events.schema import Event
-from tally.storage import rollups
+from tally.storage import raw_events, rollups
 from tally.storage.corrections import fold_late
 from tally.storage.reconcile import reconcile
 from tests.integration.test_reconcile import H0, HOURS, events, pipeline
@@ -53,3 +54,34 @@ def test_late_events_of_closed_hours_are_folded_once_and_open_hours_wait(stack):
     assert fold_late(stack, topic=f"test-{et}").events == 0  # run again: nothing is added twice
     assert counts(stack, et) == (in_hour0 + 7, 0)
     assert [m for m in reconcile(stack, H0, H0 + HOURS) if m.event_type == et] == []
+
+
+def test_copies_beyond_the_dedup_horizon_are_counted_once_and_stored_once(stack):
+    et = f"fold.{uuid.uuid4().hex[:8]}"
+    on_time = events(et, 4)
+    first = on_time[10]  # counted on time in hour 0
+    late = Event(f"{et}-late", et, H0 + timedelta(minutes=5, seconds=1), "web")
+    # Copies coming after the dataflow forgot the ids (beyond the horizon) are late too: `first`
+    # again, and `late` twice (the ledger keeps its first copy; raw storage gets both).
+    pipeline(stack, et, [on_time[:1000], on_time[1000:], [first, late], [late]])
+    in_hour0 = sum(1 for e in on_time if e.timestamp < H0 + timedelta(hours=1))
+    assert counts(stack, et) == (in_hour0, 2)
+    assert [(m.hour, m.source, m.difference) for m in reconcile(stack, H0, H0 + HOURS) if m.event_type == et] == [
+        (H0, first.source, -1)  # until corrected, the reconciliation shows the copy
+    ]
+
+    folded = fold_late(stack, topic=f"test-{et}")
+    assert folded.events >= 1 and folded.duplicates >= 1
+    assert counts(stack, et) == (in_hour0 + 1, 0)  # `late` added once, the copy of `first` not at all
+    assert counts(stack, et, "rollup_1h") == (in_hour0 + 1, 0)
+    cluster = raw_events.cluster(stack)
+    reader = raw_events.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
+    stored = Counter(e.event_id for e in reader.hour(et, raw_events.us(H0)))
+    cluster.shutdown()
+    assert stored[first.event_id] == 1 and stored[late.event_id] == 1 and set(stored.values()) == {1}
+    with rollups.connect(stack) as conn:
+        marked = conn.execute("select event_id from late_events where event_type = %s and duplicate", (et,)).fetchall()
+    assert marked == [(first.event_id,)]
+    assert [m for m in reconcile(stack, H0, H0 + HOURS) if m.event_type == et] == []
+    fold_late(stack, topic=f"test-{et}")  # again: nothing changes
+    assert counts(stack, et) == (in_hour0 + 1, 0)

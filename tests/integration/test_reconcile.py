@@ -13,11 +13,13 @@ from tally.storage.reconcile import reconcile
 
 H0 = datetime(2026, 5, 7, 8, tzinfo=UTC)
 HOURS = timedelta(hours=2)
+PARTITION = 1
 
 
 def pipeline(stack, et: str, batches: list[list[Event]]) -> None:
     """What the dataflow does with each batch: aggregate, raw chunks to Cassandra, rollups to PostgreSQL."""
-    agg = PartitionAggregator(95, allowed_lateness_s=600)
+    # One Kafka partition is one raw shard; each test's topic (and event types) are its own.
+    agg = PartitionAggregator(PARTITION, allowed_lateness_s=600)
     cluster = raw_events.cluster(stack)
     writer = raw_events.RawEventWriter(cluster.connect(stack.cassandra_keyspace), stack)
     offset = 0
@@ -25,9 +27,9 @@ def pipeline(stack, et: str, batches: list[list[Event]]) -> None:
         for batch in batches:
             raw = [(offset + i << 10, e, encode_event(e)) for i, e in enumerate(batch)]
             offset += len(batch)
-            agg.add(batch)
+            agg.add(batch, None, [p for p, _e, _v in raw])
             flush = agg.flush(offset, RawBatch.of(raw))
-            writer.write(flush.raw, shard=0)
+            writer.write(flush.raw, shard=PARTITION)
             rollups.write_flush(conn, f"test-{et}", flush)
     cluster.shutdown()
 

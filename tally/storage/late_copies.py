@@ -1,0 +1,134 @@
+"""Copies of an event that arrive after the dedup horizon: found and stored once by the correction step.
+
+The dataflow remembers event ids for the dedup horizon (tally.dedup). A copy that comes after
+that is late as well (its event time is the original's, over an hour behind the watermark), so the
+dataflow puts it in the late ledger and in raw storage a second time. Before the correction step
+adds late events to the rollups, it looks at each one's second of raw storage, where every copy of
+the event is: copies share the event id (so the Kafka partition, which is the chunk's shard), the
+type and the time (so the slot).
+
+A ledgered copy sits in a chunk piece that starts at or before its own stream position; any piece
+starting after it holds a later copy. So among the pieces holding the id:
+- two or more start at or before the ledgered position: an earlier copy was stored (and counted)
+  before; the ledgered one is a duplicate, not to be counted, and its piece loses it;
+- pieces starting after it hold later copies (beyond the horizon of the ledgered one, which the
+  ledger kept out by its key): they lose it.
+A piece is rewritten under its own key, with its remaining TTL, so doing this twice changes nothing.
+This relies on dedup being on: within a flush, only dedup keeps two copies out of one piece.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import msgspec
+
+from tally.settings import Settings
+from tally.storage import raw_events
+from tally.storage.raw_events import HOUR_US, SLOT_US, from_us
+
+
+class _Id(msgspec.Struct):
+    event_id: str
+
+
+_ids = msgspec.json.Decoder(list[_Id])
+_lines = msgspec.json.Decoder(list[msgspec.Raw])
+
+Slot = tuple[str, int, int]  # (event_type, shard, second)
+
+
+@dataclass(frozen=True)
+class LateCopy:
+    event_id: str
+    event_type: str
+    shard: int
+    second: int  # of event time
+    position: int | None  # of the ledgered copy; None for rows ledgered before positions were kept
+
+
+@dataclass
+class Resolution:
+    duplicates: set[str] = field(default_factory=set)  # ledgered events stored (and counted) before
+    removed: int = 0  # copies taken out of raw storage
+
+
+def resolve(settings: Settings, late: list[LateCopy]) -> Resolution:
+    """Find which ledgered events are copies of an event stored earlier, and leave one copy of
+    every event in raw storage."""
+    if not late:
+        return Resolution()
+    cluster = raw_events.cluster(settings)
+    try:
+        session = cluster.connect(settings.cassandra_keyspace)
+        pieces = _read_slots(session, {(c.event_type, c.shard, c.second) for c in late})
+        out = Resolution()
+        drop: dict[tuple[Slot, int], set[str]] = defaultdict(set)
+        for c in late:
+            slot = (c.event_type, c.shard, c.second)
+            holding = sorted(f for f, (ids, _lines, _ttl) in pieces[slot].items() if c.event_id in ids)
+            at = c.position if c.position is not None else max(holding, default=0)
+            earlier = [f for f in holding if f <= at]
+            if len(earlier) >= 2:
+                out.duplicates.add(c.event_id)
+                drop[(slot, earlier[-1])].add(c.event_id)
+            for f in holding:
+                if f > at:
+                    drop[(slot, f)].add(c.event_id)
+        out.removed = _rewrite(session, pieces, drop)
+        return out
+    finally:
+        cluster.shutdown()
+
+
+def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, tuple[list[str], list, int | None]]]:
+    """Every piece of each slot: first_offset -> (event ids, JSON lines, remaining TTL)."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    select = session.prepare(
+        "select first_offset, events, ttl(events) from event_chunks"
+        " where event_type = ? and hour = ? and shard = ? and slot = ?"
+    )
+    order = sorted(slots)
+    args = [(et, _hour(second), shard, from_us(second * SLOT_US)) for et, shard, second in order]
+    out = {}
+    results = execute_concurrent_with_args(session, select, args, concurrency=32)
+    for slot, (ok, rows) in zip(order, results, strict=True):
+        if not ok:
+            raise rows
+        out[slot] = {
+            first: ([i.event_id for i in _ids.decode(body)], _lines.decode(body), ttl) for first, body, ttl in rows
+        }
+    return out
+
+
+def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
+    from cassandra.concurrent import execute_concurrent
+
+    insert = session.prepare(
+        "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
+        " values (?, ?, ?, ?, ?, ?) using ttl ?"
+    )
+    delete = session.prepare(
+        "delete from event_chunks where event_type = ? and hour = ? and shard = ? and slot = ? and first_offset = ?"
+    )
+    statements, removed = [], 0
+    for ((et, shard, second), first), ids in sorted(drop.items()):
+        piece_ids, lines, ttl = pieces[(et, shard, second)][first]
+        kept = [bytes(line) for i, line in zip(piece_ids, lines, strict=True) if i not in ids]
+        removed += len(lines) - len(kept)
+        key = (et, _hour(second), shard, from_us(second * SLOT_US), first)
+        if kept:
+            statements.append((insert, (*key, b"[" + b",".join(kept) + b"]", ttl or 0)))
+        else:
+            statements.append((delete, key))
+    for ok, result in execute_concurrent(session, statements, concurrency=32, raise_on_first_error=False):
+        if not ok:
+            raise result
+    return removed
+
+
+def _hour(second: int):
+    t = second * SLOT_US
+    return from_us(t - t % HOUR_US)
