@@ -24,12 +24,13 @@ TYPES = ["a", "b", "c", "d"]
 
 
 class Run:
-    def __init__(self, settings, events: int, rate: float, copies: float = 0.05, seed: int = 99):
+    def __init__(self, settings, events: int, rate: float, copies: float = 0.05, seed: int = 99, spread_s: int = 120):
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.api_port}"
         self.rate = rate
         self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
         self.start, self.end = recent_window()
+        self.spread_us = spread_s * 1_000_000  # event times fall in the window's first spread_s
         rng = random.Random(seed)
         lines = [self._event(i, rng) for i in range(events)]
         self.copies = int(events * copies)
@@ -47,7 +48,7 @@ class Run:
             {
                 "event_id": f"{self.run_id}-{i}",
                 "event_type": f"{self.run_id}.{rng.choice(TYPES)}",
-                "timestamp": iso(self.start + timedelta(microseconds=rng.randrange(120_000_000))),
+                "timestamp": iso(self.start + timedelta(microseconds=rng.randrange(self.spread_us))),
                 "source": rng.choice(["web", "ios", "api"]),
                 "user_id": f"u{rng.randrange(1000)}",
                 "value": rng.randrange(100),
