@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from tally.storage import raw_events, rollups
+from tally.storage.corrections import fold_late
 from tests.e2e.conftest import iso, recent_window, wait_for
 
 
@@ -119,3 +121,35 @@ def test_shuffled_within_lateness_none_late_and_one_percent_beyond_all_ledgered(
     )
     assert not answered(api, run_id, start, end + timedelta(minutes=1), "late_count")
     assert not answered(api, run_id, old_start, old_end)  # the late ones are in no rollup
+
+
+def test_late_events_are_folded_once_by_the_correction_step_and_stored_once(api, stack, run_id):
+    rng = random.Random(13)
+    old_start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    old_end = old_start + timedelta(minutes=3)  # an hour long closed in every partition
+    late = make(run_id, rng, 30, old_start, 119.9)
+    suppressed_before = dataflow_counter(stack, "tally_dataflow_duplicates_total")
+    post(api, late)
+    wait_for(lambda: answered(api, run_id, old_start, old_end, "late_count") == cells(late), what="ledgered")
+    post(api, late[:10])  # a client retry of late events: within the horizon, dedup drops it
+    wait_for(
+        lambda: dataflow_counter(stack, "tally_dataflow_duplicates_total") - suppressed_before >= 10,
+        what="the 10 copies to be suppressed",
+    )
+
+    while fold_late(stack).rows:  # as `tally correct` does
+        pass
+    assert answered(api, run_id, old_start, old_end) == cells(late)  # in the rollups now, once each
+    assert not answered(api, run_id, old_start, old_end, "late_count")
+    with rollups.connect(stack) as conn:
+        rows = conn.execute(
+            "select count(*), count(position), count(*) filter (where duplicate) from late_events"
+            " where event_type like %s and folded_at is not null",
+            (f"{run_id}.%",),
+        ).fetchone()
+    assert rows == (30, 30, 0)  # every row carries its stream position; none was a copy
+    cluster = raw_events.cluster(stack)
+    reader = raw_events.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
+    stored = Counter(e.event_id for et in ("a", "b") for e in reader.hour(f"{run_id}.{et}", raw_events.us(old_start)))
+    cluster.shutdown()
+    assert stored == Counter(e["event_id"] for e in late)
