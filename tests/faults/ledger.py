@@ -24,15 +24,27 @@ TYPES = ["a", "b", "c", "d"]
 
 
 class Run:
-    def __init__(self, settings, events: int, rate: float, copies: float = 0.05, seed: int = 99, spread_s: int = 120):
+    def __init__(
+        self,
+        settings,
+        events: int,
+        rate: float,
+        copies: float = 0.05,
+        seed: int = 99,
+        spread_s: int = 120,
+        late: float = 0.0,
+    ):
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.api_port}"
         self.rate = rate
         self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
         self.start, self.end = recent_window()
         self.spread_us = spread_s * 1_000_000  # event times fall in the window's first spread_s
+        # A fraction of events half an hour old: far beyond the allowed lateness, for the ledger.
+        self.late_start = self.start - timedelta(minutes=30)
         rng = random.Random(seed)
-        lines = [self._event(i, rng) for i in range(events)]
+        n_late = int(events * late)
+        lines = [self._event(i, rng, self.late_start if i < n_late else self.start) for i in range(events)]
         self.copies = int(events * copies)
         stream = lines + rng.sample(lines, self.copies)
         # Copies travel in the same body as their original or minutes later, as client retries do.
@@ -43,12 +55,12 @@ class Run:
         self._lock = threading.Lock()
         self._senders: list[threading.Thread] = []
 
-    def _event(self, i: int, rng: random.Random) -> bytes:
+    def _event(self, i: int, rng: random.Random, start: datetime) -> bytes:
         return json.dumps(
             {
                 "event_id": f"{self.run_id}-{i}",
                 "event_type": f"{self.run_id}.{rng.choice(TYPES)}",
-                "timestamp": iso(self.start + timedelta(microseconds=rng.randrange(self.spread_us))),
+                "timestamp": iso(start + timedelta(microseconds=rng.randrange(self.spread_us))),
                 "source": rng.choice(["web", "ios", "api"]),
                 "user_id": f"u{rng.randrange(1000)}",
                 "value": rng.randrange(100),
@@ -97,19 +109,23 @@ class Run:
                     time.sleep(ahead)
 
     # ---- checking -----------------------------------------------------------------------------
-    def truth(self) -> tuple[Counter, set[str]]:
+    def truth(self, late: bool = False) -> tuple[Counter, set[str]]:
+        """Distinct accepted events per (minute, type, source), on time (or late), and every id."""
         cells: Counter = Counter()
         ids: set[str] = set()
+        cut = iso(self.start)[:19]  # to the second: ".5Z" sorts before "Z"
         for body in self.accepted:
             for line in body.split(b"\n"):
                 e = json.loads(line)
                 if e["event_id"] not in ids:
                     ids.add(e["event_id"])
-                    cells[(e["timestamp"][:16], e["event_type"], e["source"])] += 1
+                    if (e["timestamp"][:19] < cut) == late:
+                        cells[(e["timestamp"][:16], e["event_type"], e["source"])] += 1
         return cells, ids
 
-    def counted(self) -> Counter:
-        params = [("from", iso(self.start)), ("to", iso(self.end)), ("granularity", "1m")]
+    def counted(self, metric: str = "count") -> Counter:
+        start, end = (self.late_start, self.start) if metric == "late_count" else (self.start, self.end)
+        params = [("from", iso(start)), ("to", iso(end)), ("granularity", "1m"), ("metrics", metric)]
         params += [("group_by", "event_type,source")] + [("event_type", f"{self.run_id}.{t}") for t in TYPES]
         r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
         out: Counter = Counter()
@@ -119,9 +135,9 @@ class Run:
         body = r.json()
         for s in body["series"]:
             for p in s["points"]:
-                if p["count"]:
+                if p[metric]:
                     t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-                    out[(t, s["group"]["event_type"], s["group"]["source"])] = p["count"]
+                    out[(t, s["group"]["event_type"], s["group"]["source"])] = p[metric]
         return out
 
     def wait_exact(self, timeout_s: float = 300) -> float:
@@ -150,7 +166,7 @@ class Run:
                 cluster.connect(self.settings.cassandra_keyspace), self.settings.kafka_partitions
             )
             out: Counter = Counter()
-            hour = self.start.replace(minute=0)
+            hour = self.late_start.replace(minute=0)
             while hour < self.end:
                 for t in TYPES:
                     out.update(e.event_id for e in reader.hour(f"{self.run_id}.{t}", raw_events.us(hour)))
@@ -160,7 +176,7 @@ class Run:
             cluster.shutdown()
 
     def mismatches(self) -> list:
-        found = reconcile(self.settings, self.start, self.end, [f"{self.run_id}.{t}" for t in TYPES])
+        found = reconcile(self.settings, self.late_start, self.end, [f"{self.run_id}.{t}" for t in TYPES])
         return [m for m in found if m.event_type.startswith(self.run_id)]  # other tests' types may share the hour
 
     def check_everything(self) -> dict:
@@ -169,9 +185,18 @@ class Run:
         time.sleep(3)  # and they stay so
         truth, ids = self.truth()
         assert self.counted() == truth
+        late, _ids = self.truth(late=True)
+        assert self.counted("late_count") == late  # every late one in the ledger, in its own minute
         stored = self.stored()
         assert set(stored) == ids
         twice = sum(n - 1 for n in stored.values())
         assert twice == 0, f"{twice} events stored more than once in Cassandra"
         assert self.mismatches() == []
-        return {"accepted": len(ids), "refused_then_resent": self.refused, "exact_after_s": round(waited)}
+        return {
+            "accepted": len(ids),
+            "copies_sent": self.copies,
+            "late_ledgered": sum(late.values()),
+            "refused_then_resent": self.refused,
+            "exact_after_s": round(waited),
+            "mismatches": 0,
+        }
