@@ -24,8 +24,9 @@ from tally.settings import Settings
 SLOT_US = 1_000_000
 HOUR_US = 3_600_000_000
 # A chunk row holds at most this much. Pieces are cut at the same events whenever the same flush is
-# written again; a replay whose flush ends elsewhere can leave a stale tail piece, whose events the
-# reader returns once (it drops repeats of the same event_id and time).
+# written again, and a restarted partition cuts its flushes where they ended before (tally.dedup).
+# Only with dedup off can a replay cut elsewhere leave a stale tail piece, whose events the reader
+# returns once (it drops repeats of the same event_id and time).
 PIECE_EVENTS = 2000
 PIECE_BYTES = 1 << 20
 # Small rows are sent in unlogged batches of at most this much (under cassandra.yaml's
