@@ -50,6 +50,9 @@ create index if not exists late_events_unfolded on late_events (kafka_partition,
 -- is marked folded without being added to the rollups.
 alter table late_events add column if not exists position bigint;
 alter table late_events add column if not exists duplicate boolean not null default false;
+-- The partition's watermark when the event was ledgered: only an event later than the dedup
+-- horizon then can be a copy the dataflow no longer remembered, so only those are looked up.
+alter table late_events add column if not exists watermark timestamptz;
 
 -- Where each partition's consumer resumes, written in the same transaction as its rollups.
 create table if not exists stream_offsets (

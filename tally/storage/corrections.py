@@ -31,7 +31,8 @@ from tally.storage import rollups
 from tally.storage.late_copies import LateCopy, resolve
 
 _PENDING = """
-select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event, l.position
+select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event, l.position,
+       extract(epoch from l.watermark)::bigint
 from late_events l
 join stream_offsets o on o.topic = %(topic)s and o.kafka_partition = l.kafka_partition
 where l.folded_at is null
@@ -82,15 +83,20 @@ def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None
         ).fetchall()
         if not rows:
             return Folded(0, 0)
-        # Raw storage is put right before the transaction commits; both are safe to repeat.
-        copies = [
-            LateCopy(event_id, event_type, partition, _second(event["timestamp"]), pos)
-            for event_id, _b, event_type, _s, partition, event, pos in rows
-        ]
+        # Only an event that was later than the dedup horizon when it came can be a copy the
+        # dataflow had forgotten: nearer ones were checked against the ids it keeps. Looking up
+        # only those keeps the raw reads to the very late few. Raw storage is put right before
+        # the transaction commits; both are safe to repeat.
+        horizon = settings.dedup_horizon_s
+        copies = []
+        for event_id, _b, event_type, _s, partition, event, pos, wm in rows:
+            second = _second(event["timestamp"])
+            if not horizon or wm is None or second < wm - horizon:
+                copies.append(LateCopy(event_id, event_type, partition, second, pos))
         duplicates = resolve(settings, copies).duplicates
         cells: dict[tuple, Acc] = defaultdict(Acc)
         added = 0
-        for event_id, bucket, event_type, source, partition, event, _pos in rows:
+        for event_id, bucket, event_type, source, partition, event, _pos, _wm in rows:
             if event_id in duplicates:
                 continue
             added += 1

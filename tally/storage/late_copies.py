@@ -3,9 +3,10 @@
 The dataflow remembers event ids for the dedup horizon (tally.dedup). A copy that comes after
 that is late as well (its event time is the original's, over an hour behind the watermark), so the
 dataflow puts it in the late ledger and in raw storage a second time. Before the correction step
-adds late events to the rollups, it looks at each one's second of raw storage, where every copy of
-the event is: copies share the event id (so the Kafka partition, which is the chunk's shard), the
-type and the time (so the slot).
+adds late events to the rollups, it looks at the second of raw storage of each one that was later
+than the horizon when it came (any nearer copy was caught by dedup), where every copy of the event
+is: copies share the event id (so the Kafka partition, which is the chunk's shard), the type and
+the time (so the slot).
 
 A ledgered copy sits in a chunk piece that starts at or before its own stream position; any piece
 starting after it holds a later copy. So among the pieces holding the id:
@@ -15,6 +16,9 @@ starting after it holds a later copy. So among the pieces holding the id:
   ledger kept out by its key): they lose it.
 A piece is rewritten under its own key, with its remaining TTL, so doing this twice changes nothing.
 This relies on dedup being on: within a flush, only dedup keeps two copies out of one piece.
+Not covered: a copy of a late event that comes beyond the horizon after that event was folded. The
+ledger keeps it out of the counts (its key is taken), but raw storage holds it twice; readers and
+the reconciliation count an event_id once.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ on conflict (event_type, source, bucket, kafka_partition) do update set
 """
 
 _LATE = """
-insert into late_events (event_id, bucket, event_type, source, kafka_partition, event, position)
-values (%s, %s, %s, %s, %s, %s, %s)
+insert into late_events (event_id, bucket, event_type, source, kafka_partition, event, position, watermark)
+values (%s, %s, %s, %s, %s, %s, %s, %s)
 on conflict (event_id) do nothing
 """
 
@@ -114,6 +114,7 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
                         flush.partition,
                         Jsonb(msgspec.to_builtins(e)),
                         pos,
+                        watermark,
                     )
                     for e, pos in zip(flush.late, flush.late_positions or [None] * len(flush.late), strict=True)
                 ],

@@ -143,11 +143,11 @@ def test_late_events_are_folded_once_by_the_correction_step_and_stored_once(api,
     assert not answered(api, run_id, old_start, old_end, "late_count")
     with rollups.connect(stack) as conn:
         rows = conn.execute(
-            "select count(*), count(position), count(*) filter (where duplicate) from late_events"
+            "select count(*), count(position), count(watermark), count(*) filter (where duplicate) from late_events"
             " where event_type like %s and folded_at is not null",
             (f"{run_id}.%",),
         ).fetchone()
-    assert rows == (30, 30, 0)  # every row carries its stream position; none was a copy
+    assert rows == (30, 30, 30, 0)  # every row carries its stream position and watermark; none was a copy
     cluster = raw_events.cluster(stack)
     reader = raw_events.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
     stored = Counter(e.event_id for et in ("a", "b") for e in reader.hour(f"{run_id}.{et}", raw_events.us(old_start)))
