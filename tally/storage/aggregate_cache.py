@@ -81,17 +81,17 @@ class FinalDays:
                 self.days.move_to_end(key)
                 pieces.append(self.days[key][0])
         pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end))
-        out = []
-        for group in sorted({g for piece in pieces for g in piece}):
-            fragments = [piece[group] for piece in pieces if group in piece]
-            out.append(
-                b'{"group":'
-                + _encode(dict(zip(q.group_by, group, strict=True)))
-                + b',"points":['
-                + b",".join(fragments)
-                + b"]}"
-            )
-        return b"[" + b",".join(out) + b"]"
+        # One join at the end: the answer is megabytes, and each `+` or nested join copied it again
+        # (a third of the request's time in py-spy).
+        parts = [b"["]
+        for i, group in enumerate(sorted({g for piece in pieces for g in piece})):
+            parts += (b',{"group":' if i else b'{"group":', _encode(dict(zip(q.group_by, group, strict=True))))
+            parts.append(b',"points":[')
+            for j, fragment in enumerate(piece[group] for piece in pieces if group in piece):
+                parts += (b",", fragment) if j else (fragment,)
+            parts.append(b"]}")
+        parts.append(b"]")
+        return b"".join(parts)
 
     @staticmethod
     async def _live(conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end) -> Fragments:
