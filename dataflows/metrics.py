@@ -29,6 +29,28 @@ STORE_RETRIES = Counter("tally_dataflow_store_retries_total", "Failed writes ret
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
 OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open minute and hour cells held in memory", ["partition"])
+GC_SECONDS = Histogram(
+    "tally_dataflow_gc_seconds",
+    "Pauses of CPython's cycle collector, by generation (a full pass walks every live object)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+def watch_gc() -> None:
+    """Time every collector pass: a long one stalls every partition of the process at once."""
+    import gc
+    import time
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_SECONDS.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
 
 
 def serve(port: int) -> None:

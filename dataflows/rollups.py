@@ -72,6 +72,7 @@ def main() -> None:
     metrics.serve(settings.dataflow_metrics_port + args.process)
     parts = owned_partitions(settings.kafka_partitions, args.process, processes)
     tune_gc()
+    metrics.watch_gc()
     # Each process is an independent single-worker dataflow over its own partitions: no data
     # crosses processes, so nothing is pickled between them.
     cli_main(get_flow(settings, parts), workers_per_process=1)
