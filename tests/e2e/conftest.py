@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,18 @@ def run_id() -> str:
 
 def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def minute_cells(body: dict, metric: str = "count") -> Counter:
+    """An /api/aggregate answer grouped by event_type,source, as {(minute "YYYY-MM-DDTHH:MM", type,
+    source): value} for the points where `metric` is not 0."""
+    out: Counter = Counter()
+    for s in body["series"]:
+        for p in s["points"]:
+            if p[metric]:
+                t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+                out[(t, s["group"]["event_type"], s["group"]["source"])] = p[metric]
+    return out
 
 
 def recent_window() -> tuple[datetime, datetime]:

@@ -11,7 +11,7 @@ import httpx
 
 from tally.storage import raw_events, rollups
 from tally.storage.corrections import fold_late
-from tests.e2e.conftest import iso, recent_window, wait_for
+from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 
 
 def dataflow_counter(settings, name: str) -> float:
@@ -37,20 +37,13 @@ def make(run_id: str, rng: random.Random, n: int, start: datetime, span_s: float
 
 
 def cells(events: list[dict]) -> Counter:
-    return Counter((e["timestamp"][:17] + "00Z", e["event_type"], e["source"]) for e in events)
+    return Counter((e["timestamp"][:16], e["event_type"], e["source"]) for e in events)
 
 
 def answered(api, run_id: str, start: datetime, end: datetime, metric: str = "count") -> Counter:
     params = [("from", iso(start)), ("to", iso(end)), ("granularity", "1m"), ("metrics", metric)]
     params += [("event_type", f"{run_id}.a"), ("event_type", f"{run_id}.b"), ("group_by", "event_type,source")]
-    body = api.get("/api/aggregate", params=params).json()
-    out = Counter()
-    for s in body["series"]:
-        for p in s["points"]:
-            if p[metric]:
-                bucket = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
-                out[(bucket, s["group"]["event_type"], s["group"]["source"])] = p[metric]
-    return out
+    return minute_cells(api.get("/api/aggregate", params=params).json(), metric)
 
 
 def post(api, events: list[dict]) -> None:

@@ -12,13 +12,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
 from tally.storage import raw_events
 from tally.storage.reconcile import reconcile
-from tests.e2e.conftest import iso, recent_window, wait_for
+from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 
 TYPES = ["a", "b", "c", "d"]
 
@@ -128,17 +128,10 @@ class Run:
         params = [("from", iso(start)), ("to", iso(end)), ("granularity", "1m"), ("metrics", metric)]
         params += [("group_by", "event_type,source")] + [("event_type", f"{self.run_id}.{t}") for t in TYPES]
         r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
-        out: Counter = Counter()
         if r.status_code == 503:  # the rollup store is still coming back
-            return out
+            return Counter()
         assert r.status_code == 200, r.text
-        body = r.json()
-        for s in body["series"]:
-            for p in s["points"]:
-                if p[metric]:
-                    t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-                    out[(t, s["group"]["event_type"], s["group"]["source"])] = p[metric]
-        return out
+        return minute_cells(r.json(), metric)
 
     def wait_exact(self, timeout_s: float = 300) -> float:
         """Seconds until the rollups equal the ledger; on timeout, by how much they differ."""
