@@ -11,6 +11,16 @@ from tally.stack.install import java_bin, maven_libs, say
 from tally.stack.service import Launch, Service, StackError, port_in_use
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka writes them (URL-safe base64 of 16 bytes). One in 64 starts
+    with '-', which the storage tool's argument parser takes for an option; Kafka's own
+    Uuid.randomUuid draws again in that case, and so does this."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     name = "kafka"
 
@@ -46,7 +56,7 @@ class Kafka(Service):
         if (self.data_dir / "meta.properties").exists():
             return
         say(self.name, "formatting storage (first start)")
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         r = subprocess.run(
             [
                 *self._java_cmd("256m"),
