@@ -20,7 +20,7 @@ from tally.api.problems import (
     store_unavailable_handler,
     validation_error_handler,
 )
-from tally.api.routes import aggregate, events, filtered_events, ops
+from tally.api.routes import aggregate, docs, events, filtered_events, ops
 from tally.producer import BatchProducer
 from tally.settings import Settings, get_settings
 from tally.storage import raw_events
@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=tally.__version__,
         summary="Real-time event aggregation: events in, exact aggregates out within seconds.",
         lifespan=lifespan,
+        # /docs is served from vendored assets by routes/docs.py; FastAPI's own pages load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_exception_handler(ParamError, param_error_handler)
     app.add_exception_handler(psycopg.OperationalError, store_unavailable_handler)
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
-    for module in (events, aggregate, filtered_events, ops):
+    for module in (events, aggregate, filtered_events, ops, docs):
         app.include_router(module.router)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+
+UI_DIR = Path(__file__).parent.parent / "ui"
+
+
+@pytest.fixture(scope="session")
+def driver() -> str:
+    """Node, ready to run the playwright-core scripts in tests/ui against Debian's Chromium (npm
+    fetches no browser)."""
+    chromium, node, npm = shutil.which("chromium"), shutil.which("node"), shutil.which("npm")
+    if not (chromium and node and npm):
+        pytest.fail("the browser tests need chromium, node and npm (make test installs them)")
+    if not (UI_DIR / "node_modules" / "playwright-core").exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=UI_DIR, check=True, capture_output=True)
+    return node
 
 
 @pytest.fixture(scope="session")

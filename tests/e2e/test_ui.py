@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
+from tests.e2e.conftest import UI_DIR, iso, recent_window, wait_for
 
-from tests.e2e.conftest import iso, recent_window, wait_for
-
-UI_DIR = Path(__file__).parent.parent / "ui"
 SCREENSHOT = Path(__file__).parent.parent.parent / "artifacts" / "ui.png"
-
-
-@pytest.fixture(scope="module")
-def driver():
-    chromium, node, npm = shutil.which("chromium"), shutil.which("node"), shutil.which("npm")
-    if not (chromium and node and npm):
-        pytest.fail("the UI test needs chromium, node and npm (make test installs them)")
-    if not (UI_DIR / "node_modules" / "playwright-core").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=UI_DIR, check=True, capture_output=True)
-    return node
 
 
 def test_ui_charts_live_aggregates_and_pages_matching_events(api, run_id, driver):

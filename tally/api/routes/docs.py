@@ -1,0 +1,33 @@
+"""GET /docs: the interactive API reference (Swagger UI), from the vendored copy so it works offline."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+
+router = APIRouter()
+
+# Inside tally/api/static, which the app mounts as "ui"; see vendor/VENDORED.md for the version.
+ASSETS = "vendor/swagger-ui"
+
+
+def asset_url(request: Request, name: str) -> str:
+    """Where the static mount serves a vendored Swagger UI file, so moving the mount moves these too."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return root + request.app.url_path_for("ui", path=f"{ASSETS}/{name}")
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=root + request.app.openapi_url,
+        title=f"{request.app.title} - API reference",
+        swagger_js_url=asset_url(request, "swagger-ui-bundle.js"),
+        swagger_css_url=asset_url(request, "swagger-ui.css"),
+        # FastAPI's default favicon is on fastapi.tiangolo.com.
+        swagger_favicon_url=asset_url(request, "favicon-32x32.png"),
+        # Swagger UI's validator badge would send the schema's URL to validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
