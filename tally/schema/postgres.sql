@@ -53,6 +53,15 @@ alter table late_events add column if not exists duplicate boolean not null defa
 -- The partition's watermark when the event was ledgered: only an event later than the dedup
 -- horizon then can be a copy the dataflow no longer remembered, so only those are looked up.
 alter table late_events add column if not exists watermark timestamptz;
+-- What the correction step decided raw storage must lose for this event, committed with the fold
+-- and before raw storage changes (once the extra copies are gone, so is the evidence of a
+-- duplicate): the first_offsets of the chunk pieces in the event's slot that must lose its
+-- event_id (null: none), and when they did. Rows with pieces and no raw_fixed_at are finished by
+-- the next run, whatever stopped the last one.
+alter table late_events add column if not exists raw_drop_from bigint[];
+alter table late_events add column if not exists raw_fixed_at timestamptz;
+create index if not exists late_events_raw_unfixed on late_events (event_id)
+    where raw_drop_from is not null and raw_fixed_at is null;
 
 -- Where each partition's consumer resumes, written in the same transaction as its rollups.
 create table if not exists stream_offsets (

@@ -14,6 +14,13 @@ A late event may be a copy of one stored and counted earlier, beyond the dedup h
 found in raw storage first (tally.storage.late_copies), marked `duplicate` and folded without
 being added, and raw storage is left with one copy. Until this step runs, the reconciliation
 reports such an hour (raw storage holds the id once per distinct event, the ledger one too many).
+
+Raw storage is the evidence of a duplicate, so it changes only after the decision is committed:
+1. one transaction decides from raw storage (read only), adds the events that are not duplicates,
+   marks the rows folded and records in each which raw pieces must lose its id;
+2. then those ids are taken out of exactly those pieces, and the rows are marked fixed.
+A failed or killed first stage leaves nothing changed; a rerun finishes any row the second stage
+did not (taking out an id already gone changes nothing). Settled rows are never decided again.
 """
 
 from __future__ import annotations
@@ -27,8 +34,7 @@ import psycopg
 from tally.rollup import HOUR_S, Acc
 from tally.settings import Settings
 from tally.sketch import Hll
-from tally.storage import rollups
-from tally.storage.late_copies import LateCopy, resolve
+from tally.storage import late_copies, rollups
 
 _PENDING = """
 select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event, l.position,
@@ -41,6 +47,16 @@ order by l.event_id
 limit %(limit)s
 for update of l skip locked
 """
+_UNFIXED = """
+select event_id, event_type, kafka_partition, event->>'timestamp', raw_drop_from
+from late_events
+where raw_drop_from is not null and raw_fixed_at is null
+order by event_id
+limit %s
+"""
+# Held by whoever rewrites raw pieces (any constant other than rollups.SCHEMA_LOCK): two runs
+# rewriting one piece from their own reads would each put back the id the other took out.
+_RAW_FIX_LOCK = 0x7461_6C72
 _ROW = """
 select event_count, value_count, value_sum, value_min, value_max, users
 from {table} where event_type = %s and source = %s and bucket = %s and kafka_partition = %s
@@ -71,52 +87,98 @@ class Folded:
 
 def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None) -> Folded:
     """Fold up to `limit` late events whose hour has closed; call again until it settles 0 rows.
-    `topic`: whose partition watermarks decide what is closed (default: the events topic)."""
-    with rollups.connect(settings) as conn, conn.transaction():
+    `topic`: whose partition watermarks decide what is closed (default: the events topic).
+    Before returning, raw storage is put right for every row folded so far, by this run or one
+    that died."""
+    with rollups.connect(settings) as conn:
+        folded = _fold(conn, settings, limit, topic or settings.events_topic)
+        _fix_raw(conn, settings, limit)
+    return folded
+
+
+def _fold(conn: psycopg.Connection, settings: Settings, limit: int, topic: str) -> Folded:
+    """Stage 1, one transaction: decide, add what is not a duplicate, record the decisions."""
+    with conn.transaction():
         rows = conn.execute(
             _PENDING,
-            {
-                "topic": topic or settings.events_topic,
-                "lateness": f"{settings.allowed_lateness_s} seconds",
-                "limit": limit,
-            },
+            {"topic": topic, "lateness": f"{settings.allowed_lateness_s} seconds", "limit": limit},
         ).fetchall()
         if not rows:
             return Folded(0, 0)
-        # Only an event that was later than the dedup horizon when it came can be a copy the
-        # dataflow had forgotten: nearer ones were checked against the ids it keeps. Looking up
-        # only those keeps the raw reads to the very late few. Raw storage is put right before
-        # the transaction commits; both are safe to repeat.
-        horizon = settings.dedup_horizon_s
-        copies = []
-        for event_id, _b, event_type, _s, partition, event, pos, wm in rows:
-            second = _second(event["timestamp"])
-            if not horizon or wm is None or second < wm - horizon:
-                copies.append(LateCopy(event_id, event_type, partition, second, pos))
-        duplicates = resolve(settings, copies).duplicates
-        cells: dict[tuple, Acc] = defaultdict(Acc)
-        added = 0
-        for event_id, bucket, event_type, source, partition, event, _pos, _wm in rows:
-            if event_id in duplicates:
-                continue
-            added += 1
-            value = event.get("value")
-            cells[(int(bucket.timestamp()), event_type, source, partition)].add(
-                None if value is None else float(value), event.get("user_id")
-            )
-        hours: dict[tuple, Acc] = defaultdict(Acc)
-        for (minute, event_type, source, partition), late in cells.items():
-            _add(conn, "rollup_1m", minute, event_type, source, partition, late)
-            hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
-        for (hour, event_type, source, partition), late in hours.items():
-            _add(conn, "rollup_1h", hour, event_type, source, partition, late)
-        conn.execute(
-            "update late_events set folded_at = now(), duplicate = (event_id = any(%s)) where event_id = any(%s)",
-            (list(duplicates), [r[0] for r in rows]),
-        )
+        decisions = late_copies.decide(settings, _beyond_horizon(rows, settings.dedup_horizon_s))
+        cells = _late_cells(rows, decisions.duplicates)
+        _add_cells(conn, cells)
+        _mark_folded(conn, rows, decisions)
         if cells:
             rollups.bump_revision(conn)
-        return Folded(added, len(cells), len(duplicates))
+        return Folded(sum(acc.count for acc in cells.values()), len(cells), len(decisions.duplicates))
+
+
+def _fix_raw(conn: psycopg.Connection, settings: Settings, limit: int) -> None:
+    """Stage 2: take out of raw storage what committed decisions say it must lose, then mark those
+    rows fixed. Dying before the mark commits only means the next run takes out nothing new."""
+    while True:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (_RAW_FIX_LOCK,))
+            rows = conn.execute(_UNFIXED, (limit,)).fetchall()
+            if not rows:
+                return
+            late_copies.remove(
+                settings,
+                [late_copies.Removal(i, et, shard, _second(ts), tuple(drop)) for i, et, shard, ts, drop in rows],
+            )
+            conn.execute(
+                "update late_events set raw_fixed_at = now() where event_id = any(%s)", ([r[0] for r in rows],)
+            )
+        if len(rows) < limit:
+            return
+
+
+def _beyond_horizon(rows: list[tuple], horizon: int) -> list[late_copies.LateCopy]:
+    """The rows to look up in raw storage. Only an event that was later than the dedup horizon when
+    it came can be a copy the dataflow had forgotten: nearer ones were checked against the ids it
+    keeps. Looking up only those keeps the raw reads to the very late few."""
+    out = []
+    for event_id, _b, event_type, _s, partition, event, pos, wm in rows:
+        second = _second(event["timestamp"])
+        if not horizon or wm is None or second < wm - horizon:
+            out.append(late_copies.LateCopy(event_id, event_type, partition, second, pos))
+    return out
+
+
+def _late_cells(rows: list[tuple], duplicates: set[str]) -> dict[tuple, Acc]:
+    """(minute, event_type, source, partition) -> the late events to add there."""
+    cells: dict[tuple, Acc] = defaultdict(Acc)
+    for event_id, bucket, event_type, source, partition, event, _pos, _wm in rows:
+        if event_id in duplicates:
+            continue
+        value = event.get("value")
+        cells[(int(bucket.timestamp()), event_type, source, partition)].add(
+            None if value is None else float(value), event.get("user_id")
+        )
+    return cells
+
+
+def _add_cells(conn: psycopg.Connection, cells: dict[tuple, Acc]) -> None:
+    hours: dict[tuple, Acc] = defaultdict(Acc)
+    for (minute, event_type, source, partition), late in cells.items():
+        _add(conn, "rollup_1m", minute, event_type, source, partition, late)
+        hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
+    for (hour, event_type, source, partition), late in hours.items():
+        _add(conn, "rollup_1h", hour, event_type, source, partition, late)
+
+
+def _mark_folded(conn: psycopg.Connection, rows: list[tuple], decisions: late_copies.Decisions) -> None:
+    conn.execute(
+        "update late_events set folded_at = now(), duplicate = (event_id = any(%s)) where event_id = any(%s)",
+        (list(decisions.duplicates), [r[0] for r in rows]),
+    )
+    if decisions.drop_from:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "update late_events set raw_drop_from = %s::bigint[] where event_id = %s",
+                [(pieces, event_id) for event_id, pieces in decisions.drop_from.items()],
+            )
 
 
 def _second(timestamp: str) -> int:

@@ -14,8 +14,15 @@ starting after it holds a later copy. So among the pieces holding the id:
   before; the ledgered one is a duplicate, not to be counted, and its piece loses it;
 - pieces starting after it hold later copies (beyond the horizon of the ledgered one, which the
   ledger kept out by its key): they lose it.
-A piece is rewritten under its own key, with its remaining TTL, so doing this twice changes nothing.
 This relies on dedup being on: within a flush, only dedup keeps two copies out of one piece.
+
+Deciding and removing are two steps (`decide`, then `remove`), because the decision must be
+committed before raw storage changes: once the extra copies are gone, the evidence that the
+ledgered one was a duplicate is gone with them. The correction step records each decision (the
+pieces that must lose the id) in the ledger and removes from exactly those pieces afterwards. A
+piece is rewritten under its own key, with its remaining TTL, and only if it still holds an id to
+lose, so removing twice changes nothing.
+
 Not covered: a copy of a late event that comes beyond the horizon after that event was folded. The
 ledger keeps it out of the counts (its key is taken), but raw storage holds it twice; readers and
 the reconciliation count an event_id once.
@@ -53,37 +60,66 @@ class LateCopy:
 
 
 @dataclass
-class Resolution:
+class Decisions:
     duplicates: set[str] = field(default_factory=set)  # ledgered events stored (and counted) before
-    removed: int = 0  # copies taken out of raw storage
+    # event_id -> first_offsets of the pieces of its slot that must lose it (sorted, never empty)
+    drop_from: dict[str, list[int]] = field(default_factory=dict)
 
 
-def resolve(settings: Settings, late: list[LateCopy]) -> Resolution:
-    """Find which ledgered events are copies of an event stored earlier, and leave one copy of
-    every event in raw storage."""
+@dataclass(frozen=True)
+class Removal:
+    """A recorded decision: the pieces `drop_from` of the event's slot no longer hold `event_id`."""
+
+    event_id: str
+    event_type: str
+    shard: int
+    second: int
+    drop_from: tuple[int, ...]
+
+
+def decide(settings: Settings, late: list[LateCopy]) -> Decisions:
+    """Which ledgered events are copies of an event stored earlier, and which pieces must lose
+    which id so that raw storage keeps one copy of each. Reads raw storage, never writes it."""
     if not late:
-        return Resolution()
+        return Decisions()
+    cluster = raw_events.cluster(settings)
+    try:
+        pieces = _read_slots(cluster.connect(settings.cassandra_keyspace), {_slot(c) for c in late})
+    finally:
+        cluster.shutdown()
+    out = Decisions()
+    for c in late:
+        holding = sorted(f for f, (ids, _lines, _ttl) in pieces[_slot(c)].items() if c.event_id in ids)
+        at = c.position if c.position is not None else max(holding, default=0)
+        earlier = [f for f in holding if f <= at]
+        drop = [f for f in holding if f > at]
+        if len(earlier) >= 2:
+            out.duplicates.add(c.event_id)
+            drop.append(earlier[-1])
+        if drop:
+            out.drop_from[c.event_id] = sorted(drop)
+    return out
+
+
+def remove(settings: Settings, removals: list[Removal]) -> int:
+    """Take each removal's id out of exactly its recorded pieces; return the copies taken out.
+    An id already gone (a piece already rewritten, or deleted once empty) is left as it is."""
+    if not removals:
+        return 0
+    drop: dict[tuple[Slot, int], set[str]] = defaultdict(set)
+    for r in removals:
+        for first in r.drop_from:
+            drop[((r.event_type, r.shard, r.second), first)].add(r.event_id)
     cluster = raw_events.cluster(settings)
     try:
         session = cluster.connect(settings.cassandra_keyspace)
-        pieces = _read_slots(session, {(c.event_type, c.shard, c.second) for c in late})
-        out = Resolution()
-        drop: dict[tuple[Slot, int], set[str]] = defaultdict(set)
-        for c in late:
-            slot = (c.event_type, c.shard, c.second)
-            holding = sorted(f for f, (ids, _lines, _ttl) in pieces[slot].items() if c.event_id in ids)
-            at = c.position if c.position is not None else max(holding, default=0)
-            earlier = [f for f in holding if f <= at]
-            if len(earlier) >= 2:
-                out.duplicates.add(c.event_id)
-                drop[(slot, earlier[-1])].add(c.event_id)
-            for f in holding:
-                if f > at:
-                    drop[(slot, f)].add(c.event_id)
-        out.removed = _rewrite(session, pieces, drop)
-        return out
+        return _rewrite(session, _read_slots(session, {slot for slot, _first in drop}), drop)
     finally:
         cluster.shutdown()
+
+
+def _slot(c: LateCopy) -> Slot:
+    return c.event_type, c.shard, c.second
 
 
 def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, tuple[list[str], list, int | None]]]:
@@ -119,8 +155,12 @@ def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
     )
     statements, removed = [], 0
     for ((et, shard, second), first), ids in sorted(drop.items()):
+        if first not in pieces[(et, shard, second)]:
+            continue  # deleted when it lost its last event, by an earlier run
         piece_ids, lines, ttl = pieces[(et, shard, second)][first]
         kept = [bytes(line) for i, line in zip(piece_ids, lines, strict=True) if i not in ids]
+        if len(kept) == len(lines):
+            continue  # already rewritten by an earlier run
         removed += len(lines) - len(kept)
         key = (et, _hour(second), shard, from_us(second * SLOT_US), first)
         if kept:
