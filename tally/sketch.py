@@ -1,17 +1,25 @@
 """Unique-count sketches, byte-compatible with the PostgreSQL `hll` extension (postgresql-hll).
 
 A sketch is built from 64-bit MurmurHash3 hashes of user ids, exactly as `hll_hash_text` does,
-and serialised in the extension's storage format (EXPLICIT while small, FULL beyond), so minute
-sketches written by the dataflow merge into 5-minute, hourly and daily uniques in SQL with
-`hll_union_agg`, or here with `Hll.merge`: never by summing counts.
+and serialised byte for byte as the extension serialises the same set, so minute sketches written
+by the dataflow merge into 5-minute, hourly and daily uniques in SQL with `hll_union_agg`, or here
+with `Hll.merge`: never by summing counts.
 
 Parameters are the extension's defaults: log2m=11 (2,048 registers, ~2.3 % standard error),
 regwidth=5, explicit threshold auto (160 hashes), sparse on.
+
+Like the extension, a sketch holds one of two things: the set of hashes while it has at most 160
+(stored EXPLICIT, or EMPTY), then registers for good (a union or add never goes back). Registers
+are stored SPARSE (16-bit index+value pairs) while fewer than 640 are non-zero, that is while
+SPARSE is the smaller of the two, FULL (5 bits per register) beyond. That choice is made when
+writing, from the registers alone, as the extension's `multiset_pack` makes it: a register never
+decreases, so a FULL sketch never turns SPARSE again, and no other history needs to be kept.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 
 import mmh3
@@ -23,13 +31,25 @@ M = 1 << LOG2M
 MAX_REGISTER = (1 << REGWIDTH) - 1
 # The extension's "auto" explicit cutoff: as many 8-byte hashes as fit in the FULL size.
 EXPLICIT_MAX = (M * REGWIDTH // 8) // 8
+# multiset_pack writes SPARSE while its (LOG2M + REGWIDTH)-bit entries take fewer bits than FULL.
+SPARSE_MAX = (M * REGWIDTH - 1) // (LOG2M + REGWIDTH)
 STANDARD_ERROR = 1.04 / math.sqrt(M)
 _U64 = (1 << 64) - 1
 _SMALL = 64  # up to this many hashes, registers are set in Python; beyond, with numpy
 
 _VERSION = 1
-_EMPTY, _EXPLICIT, _FULL = 1, 2, 4
+_EMPTY, _EXPLICIT, _SPARSE, _FULL = 1, 2, 3, 4
 _PARAMS = bytes([((REGWIDTH - 1) << 5) | LOG2M, (1 << 6) | 63])  # sparse on, explicit cutoff auto
+_HEADER = {kind: bytes([(_VERSION << 4) | kind]) + _PARAMS for kind in (_EMPTY, _EXPLICIT, _SPARSE, _FULL)}
+_FULL_BYTES = M * REGWIDTH // 8
+# FULL packs 8 registers into 5 bytes: each register is shifted into its place in a 40-bit
+# big-endian word (the first register highest), by a product with these powers of two when writing.
+_SHIFTS = np.arange(7, -1, -1, dtype=np.uint64) * np.uint64(REGWIDTH)
+_PLACES = np.uint64(1) << _SHIFTS
+# 2**-r for every register value r: the estimator's sum, by count of registers at each value.
+_INVERSE_POWERS = np.exp2(-np.arange(MAX_REGISTER + 1, dtype=np.float64))
+# The extension's large-range correction starts at 2**(LOG2M + MAX_REGISTER - 1) / 30.
+_TWO_TO_L = float(1 << (LOG2M + MAX_REGISTER - 1))
 
 
 def hash_user(user_id: str) -> int:
@@ -102,43 +122,76 @@ class Hll:
 
     # ---- reading ------------------------------------------------------------------------------
     def cardinality(self) -> float:
+        """The estimate `hll_cardinality` returns for the same sketch, to the last bit."""
         if self.explicit is not None:
             return float(len(self.explicit))
-        registers = np.frombuffer(self.registers, dtype=np.uint8)
-        regs = registers.astype(np.float64)
-        alpha = 0.7213 / (1 + 1.079 / M)
-        estimate = alpha * M * M / np.sum(np.exp2(-regs))
-        zeros = int(np.count_nonzero(registers == 0))
-        if estimate <= 2.5 * M and zeros:
-            return M * math.log(M / zeros)  # linear counting for small cardinalities, as the extension does
-        return float(estimate)
+        counts = np.bincount(np.frombuffer(self.registers, dtype=np.uint8), minlength=MAX_REGISTER + 1)
+        # Every term is a multiple of 2**-31 below 2**11, so this sum is exact, in any order, as the
+        # extension's register-by-register sum is.
+        total = float(counts @ _INVERSE_POWERS)
+        estimate = (0.7213 / (1.0 + 1.079 / M)) * M * M / total
+        zeros = int(counts[0])
+        if zeros and estimate < 5.0 * M / 2.0:
+            return M * math.log(M / zeros)  # linear counting for small cardinalities
+        if estimate <= _TWO_TO_L / 30.0:
+            return float(estimate)
+        return -_TWO_TO_L * math.log(1.0 - estimate / _TWO_TO_L)
 
     # ---- storage format ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         if self.explicit is not None:
             if not self.explicit:
-                return bytes([(_VERSION << 4) | _EMPTY]) + _PARAMS
-            body = np.array(sorted(self.explicit), dtype=">i8").tobytes()
-            return bytes([(_VERSION << 4) | _EXPLICIT]) + _PARAMS + body
-        bits = np.unpackbits(np.frombuffer(self.registers, dtype=np.uint8)[:, None], axis=1)[:, 8 - REGWIDTH :]
-        return bytes([(_VERSION << 4) | _FULL]) + _PARAMS + np.packbits(bits.ravel()).tobytes()
+                return _HEADER[_EMPTY]
+            # Sorted as signed integers, as the extension compares them.
+            return _HEADER[_EXPLICIT] + struct.pack(f">{len(self.explicit)}q", *sorted(self.explicit))
+        registers = np.frombuffer(self.registers, dtype=np.uint8)
+        filled = np.flatnonzero(registers)
+        if filled.size <= SPARSE_MAX:
+            entries = (filled.astype(np.uint16) << REGWIDTH) | registers[filled]
+            return _HEADER[_SPARSE] + entries.astype(">u2").tobytes()
+        words = registers.reshape(-1, 8).astype(np.uint64) @ _PLACES
+        return _HEADER[_FULL] + words.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:].tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Hll:
-        h = cls()
-        kind = data[0] & 0x0F
-        if data[0] >> 4 != _VERSION or data[1:3] != _PARAMS:
+        """Any sketch the extension writes with Tally's parameters. Bytes the extension refuses for
+        their size or a repeated hash are refused; the order of explicit hashes is not checked
+        (a set does not need it, and the check would cost more than the rest of the read)."""
+        if len(data) < 3 or data[0] >> 4 != _VERSION or data[1:3] != _PARAMS:
             raise ValueError("unsupported hll parameters or version")
-        if kind == _EMPTY:
+        kind, body = data[0] & 0x0F, data[3:]
+        h = cls()
+        if kind == _EMPTY and not body:
             return h
-        if kind == _EXPLICIT:
-            h.explicit = set(np.frombuffer(data[3:], dtype=">i8").astype(np.int64).tolist())
+        if kind == _EXPLICIT and len(body) % 8 == 0:
+            hashes = struct.unpack(f">{len(body) // 8}q", body)
+            h.explicit = set(hashes)
+            if len(h.explicit) != len(hashes):
+                raise ValueError("duplicate explicit hll elements")
             return h
-        if kind == _FULL:
-            bits = np.unpackbits(np.frombuffer(data[3:], dtype=np.uint8))[: M * REGWIDTH].reshape(M, REGWIDTH)
-            padded = np.zeros((M, 8), dtype=np.uint8)
-            padded[:, 8 - REGWIDTH :] = bits
+        if kind == _SPARSE and len(body) % 2 == 0:
             h.explicit = None
-            h.registers = bytearray(np.packbits(padded, axis=1).ravel().tobytes())
+            h.registers = _sparse_registers(np.frombuffer(body, dtype=">u2"))
             return h
-        raise ValueError(f"unsupported hll storage type {kind}")
+        if kind == _FULL and len(body) == _FULL_BYTES:
+            padded = np.zeros((M // 8, 8), dtype=np.uint8)
+            padded[:, 3:] = np.frombuffer(body, dtype=np.uint8).reshape(-1, 5)
+            words = padded.view(">u8").astype(np.uint64)
+            h.explicit = None
+            h.registers = bytearray(((words >> _SHIFTS) & np.uint64(MAX_REGISTER)).astype(np.uint8).tobytes())
+            return h
+        raise ValueError(f"unsupported or inconsistently sized hll storage type {kind}")
+
+
+def _sparse_registers(entries: np.ndarray) -> bytearray:
+    registers = bytearray(M)
+    index = entries >> REGWIDTH
+    values = (entries & MAX_REGISTER).astype(np.uint8)
+    if index.size < 2 or bool(np.all(index[1:] > index[:-1])):
+        np.frombuffer(registers, dtype=np.uint8)[index] = values
+    else:
+        # The extension writes registers in order; another writer's repeats keep the last value,
+        # as the extension's sparse_unpack does (numpy does not promise which one it keeps).
+        for i, v in zip(index.tolist(), values.tolist(), strict=True):
+            registers[i] = v
+    return registers
