@@ -8,7 +8,7 @@ import shutil
 import sys
 import urllib.request
 
-from tally.stack.service import Launch, Service, pid_alive
+from tally.stack.service import Launch, Service, carries, cmdline, pid_alive, processes_carrying, stop_processes
 
 
 class Supervised(Service):
@@ -38,11 +38,38 @@ class Supervised(Service):
         return Launch(argv, env=self.env())
 
     def pids(self) -> list[int]:
+        return [p for p in self._listed() if pid_alive(p)]
+
+    def _listed(self) -> list[int]:
         try:
-            found = [int(x) for x in self.children_file.read_text().split()]
+            return [int(x) for x in self.children_file.read_text().split()]
         except (OSError, ValueError):
             return []
-        return [p for p in found if pid_alive(p)]
+
+    def stop(self) -> bool:
+        stopped = super().stop()
+        # A supervisor SIGKILLed after its grace period could not finish stopping its children.
+        return bool(self.stop_leftovers()) or stopped
+
+    def stop_leftovers(self) -> list[int]:
+        """Stop what a previous supervisor of this component left running; call only while none runs.
+
+        Children die with their supervisor, but not if they ignore SIGTERM, nor workers whose own
+        parent was SIGKILLed at the same time, nor children of a Tally from before that was so."""
+        found = self.leftovers()
+        if found:
+            stop_processes(found, self._is_leftover, self.stop_grace_s)
+        return found
+
+    def leftovers(self) -> list[int]:
+        listed = [p for p in self._listed() if self._is_leftover(p)]
+        return sorted(set(listed + processes_carrying(self.marks)))
+
+    def _is_leftover(self, pid: int) -> bool:
+        # Either it carries this component's marks, or the children file lists it and its command
+        # line is exactly one of ours (what the file held before the marks existed).
+        argvs = {" ".join(argv) for argv in self.children()}
+        return carries(pid, self.marks) or (pid in self._listed() and cmdline(pid).rstrip() in argvs)
 
 
 def _http_ok(url: str) -> bool:

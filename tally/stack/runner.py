@@ -106,6 +106,10 @@ def _up_tier(settings: Settings, chosen: list[Service], results: dict[str, UpRes
             already.add(svc.name)
             continue
         try:
+            # Before prepare(): the API's prepare empties a folder its old workers still write to.
+            if leftovers := svc.stop_leftovers():
+                pids = ", ".join(map(str, leftovers))
+                say(svc.name, f"stopped processes left running by a previous start (pids {pids})")
             svc.install()
             svc.prepare()
             started[svc.name] = svc.start()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from tally.settings import Settings
 # Every process of a stack, and everything it forks, carries this variable naming the stack's state
 # dir, so `down` can be checked to leave nothing behind (children's command lines need not say).
 STACK_ENV = "TALLY_STACK_DIR"
+# ...and this one naming the component, so leftovers of one component can be told from another's
+# (uvicorn's workers are `python -c "from multiprocessing.spawn import ..."`).
+COMPONENT_ENV = "TALLY_COMPONENT"
 
 
 class StackError(RuntimeError):
@@ -70,6 +74,41 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def carries(pid: int, marks: dict[str, str]) -> bool:
+    """True if the process was started with every one of these environment entries."""
+    try:
+        environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+    return all(f"{k}={v}".encode() in environ for k, v in marks.items())
+
+
+def processes_carrying(marks: dict[str, str]) -> list[int]:
+    """Every live process (other than this one) started with these environment entries."""
+    # A zombie's environ reads empty, so the dead are not found.
+    pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    return [p for p in pids if p != os.getpid() and carries(p, marks)]
+
+
+def stop_processes(pids: list[int], is_ours: Callable[[int], bool], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after grace_s, whichever of pids is still ours at each signal: a pid
+    found a moment ago may have been reused by a stranger."""
+
+    def send(sig: signal.Signals, targets: list[int]) -> None:
+        for pid in targets:
+            if pid_alive(pid) and is_ours(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    send(signal.SIGTERM, pids)
+    deadline = time.monotonic() + grace_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    send(signal.SIGKILL, pids)
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
+
+
 class Service(ABC):
     """One local service. Subclasses fill in install/prepare/launch/probe."""
 
@@ -113,6 +152,11 @@ class Service(ABC):
     def port_setting(self) -> str:
         return f"TALLY_{self.name.upper()}_PORT"
 
+    @property
+    def marks(self) -> dict[str, str]:
+        """Environment entries that every process of this service, and all they fork, carry."""
+        return {STACK_ENV: str(self.settings.state_dir), COMPONENT_ENV: self.name}
+
     # ---- what subclasses provide -------------------------------------------------------------
     @abstractmethod
     def install(self) -> None:
@@ -131,6 +175,10 @@ class Service(ABC):
 
     def after_ready(self) -> None:  # noqa: B027 - optional hook, most services need nothing
         """Create what the project needs inside the service (topics, keyspace, database). Idempotent."""
+
+    def stop_leftovers(self) -> list[int]:
+        """Stop processes of ours that outlived the service's main process; their pids."""
+        return []
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -161,7 +209,7 @@ class Service(ABC):
         for d in (self.home, self.data_dir, self.conf_dir, self.log_file.parent, self.pid_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         spec = self.launch()
-        env = {**os.environ, **spec.env, STACK_ENV: str(self.settings.state_dir)}
+        env = {**os.environ, **spec.env, **self.marks}
         with open(self.log_file, "ab") as log:
             log.write(f"\n==== tally: starting {self.name} at {time.ctime()} ====\n".encode())
             log.flush()
