@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from tally.events.schema import decode_messages
+from tally.events.decode import decode_messages
 from tally.rollup import PartitionAggregator, seconds_of
 from tally.runtime import tune_gc
 
