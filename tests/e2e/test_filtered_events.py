@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,8 @@ from tests.e2e.conftest import iso, recent_window, wait_for
 @pytest.fixture(scope="module")
 def sent(api):
     rng = random.Random(5)
-    run_id = f"f{rng.randrange(16**8):08x}"
+    # Ids of its own: a rerun within the dedup horizon would otherwise send copies, rightly dropped.
+    run_id = f"f{uuid.uuid4().hex[:8]}"
     window = recent_window()
     start, _ = window
     events = []
