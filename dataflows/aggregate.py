@@ -1,10 +1,17 @@
-"""The stateful step: decode a Kafka batch, fold it into the partition's open buckets, flush on time."""
+"""The stateful step: take a Kafka batch into the partition's open buckets, and flush on time.
+
+For each batch, in order: restore the partition (first batch only), cut the batch where a flush
+ended before a crash, take its events in (split, decode, quarantine what no store may hold,
+drop copies, aggregate), and decide whether a flush is due. Everything refused on the way goes
+to the flush's dead-letter list with its position and reason: nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from pathlib import Path
 
 from bytewax.operators import StatefulLogic
@@ -12,8 +19,11 @@ from bytewax.operators import StatefulLogic
 from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
 from tally.dedup import SeenIds
-from tally.events.schema import decode_messages
-from tally.rollup import Flush, PartitionAggregator, RawBatch, position, seconds_of
+from tally.events.decode import decode_messages
+from tally.events.schema import Event
+from tally.rollup import LINE_BITS, Flush, PartitionAggregator, RawBatch, position, seconds_of
+
+MAX_LINES = 1 << LINE_BITS  # events a message can hold and still give each a distinct position
 
 
 @dataclass
@@ -29,6 +39,27 @@ class PartitionState:
     # (tally.dedup). Flushes are cut there again, and messages read beyond the next end wait.
     replay_ends: list[int] = field(default_factory=list)
     carry: KafkaBatch | None = None
+    # Positions a store refused before the restart (dataflows.commit_sink): dead-lettered on sight.
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Lines:
+    """The events of a batch on their way in, as parallel lists; `keep` filters them all at once."""
+
+    lines: list[bytes]
+    positions: list[int]
+    ceilings: list[int]  # latest acceptable event time of each: its message's arrival + max_ahead_s
+    events: list[Event] = field(default_factory=list)
+    seconds: list[int] = field(default_factory=list)
+
+    def keep(self, flags: list[bool]) -> None:
+        self.lines = list(compress(self.lines, flags))
+        self.positions = list(compress(self.positions, flags))
+        self.ceilings = list(compress(self.ceilings, flags))
+        if self.events:
+            self.events = list(compress(self.events, flags))
+            self.seconds = list(compress(self.seconds, flags))
 
 
 class Aggregate:
@@ -40,7 +71,7 @@ class Aggregate:
         allowed_lateness_s: int,
         flush_interval_s: float,
         clock=time.monotonic,
-        max_ahead_s: int | None = None,
+        max_ahead_s: int = 300,
         idle_lag_s: int | None = None,
         wall_clock=time.time,
         dedup: tuple[Path, int] | None = None,
@@ -55,82 +86,143 @@ class Aggregate:
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
-            restore = batch.restore
-            watermark = restore.watermark if restore else None
-            agg = PartitionAggregator(
-                batch.partition, self.allowed_lateness_s, watermark, self.max_ahead_s, self.wall_clock
-            )
-            if restore:
-                for (width, key), acc in restore.cells.items():
-                    agg.restore(key, acc, width)
-            seen = None
-            if self.dedup:
-                fresh = restore is not None and restore.fresh
-                seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
-            state = PartitionState(agg, seen, last_flush=self.clock())
-            if seen is not None and restore is not None and restore.offset is not None:
-                state.replay_ends = seen.flush_ends(restore.offset)
-        if state.carry is not None:
-            batch = _joined(state.carry, batch)
-            state.carry = None
-        end = state.replay_ends[0] if state.replay_ends else None
-        if end is not None and batch.offsets and batch.offsets[-1] >= end:
-            cut = bisect_left(batch.offsets, end)
-            state.carry = KafkaBatch(batch.partition, batch.values[cut:], batch.offsets[cut:], batch.next_offset)
-            batch = KafkaBatch(batch.partition, batch.values[:cut], batch.offsets[:cut], end)
+            state = self._restored(batch)
+        batch, replay_end = _cut_at_replay_end(state, batch)
         if batch.values:
-            # Each message is NDJSON of one or more events (tally.producer): one decode for all.
-            lines: list[bytes] = []
-            positions: list[int] = []
-            for offset, value in zip(batch.offsets, batch.values, strict=True):
-                for j, line in enumerate(value.split(b"\n")):
-                    lines.append(line)
-                    positions.append(position(offset, j))
-            events, errors = decode_messages(lines)
-            bad = set()
-            for e in errors:
-                reason = f"{e.field}: {e.message}" if e.field else e.message
-                state.invalid.append((positions[e.index], lines[e.index], reason))
-                bad.add(e.index)
-            if bad:
-                good = [i for i in range(len(lines)) if i not in bad]
-                lines, positions = [lines[i] for i in good], [positions[i] for i in good]
-            if state.seen is not None:
-                first = state.seen.first_copies([e.event_id for e in events], positions)
-                if not all(first):
-                    metrics.DUPLICATES.labels(str(batch.partition)).inc(first.count(False))
-                    events = [e for e, f in zip(events, first, strict=True) if f]
-                    lines = [v for v, f in zip(lines, first, strict=True) if f]
-                    positions = [p for p, f in zip(positions, first, strict=True) if f]
-            seconds = seconds_of(events)
-            state.raw.add(events, seconds, positions, lines)
-            state.agg.add(events, seconds, positions)
-            state.pending = True
+            self._take(state, batch)
         elif batch.caught_up and self.idle_lag_s is not None:
             # Persisting the moved watermark is what makes buckets final for queries.
             state.pending |= state.agg.advance_idle(int(self.wall_clock()), self.idle_lag_s)
         state.next_offset = batch.next_offset
-        now = self.clock()
-        if end is not None:
-            if state.next_offset < end:
-                return state, None  # the interrupted flush is not complete yet
+        if not self._flush_due(state, replay_end):
+            return state, None
+        return state, self._flush(state, batch.partition)
+
+    def _restored(self, batch: KafkaBatch) -> PartitionState:
+        """The partition as last committed: watermark, open cells, ids seen, where flushes ended."""
+        restore = batch.restore
+        agg = PartitionAggregator(batch.partition, self.allowed_lateness_s, restore.watermark if restore else None)
+        if restore:
+            for (width, key), acc in restore.cells.items():
+                agg.restore(key, acc, width)
+        seen = None
+        if self.dedup:
+            fresh = restore is not None and restore.fresh
+            seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
+        state = PartitionState(agg, seen, last_flush=self.clock(), refused=dict(restore.refused) if restore else {})
+        if seen is not None and restore is not None and restore.offset is not None:
+            state.replay_ends = seen.flush_ends(restore.offset)
+        return state
+
+    def _take(self, state: PartitionState, batch: KafkaBatch) -> None:
+        taken = self._split(state, batch)
+        self._decode(state, taken)
+        self._refuse_far_ahead(state, taken)
+        self._drop_copies(state, batch.partition, taken)
+        state.raw.add(taken.events, taken.seconds, taken.positions, taken.lines)
+        state.agg.add(taken.events, taken.seconds, taken.positions)
+        state.pending = True
+
+    def _split(self, state: PartitionState, batch: KafkaBatch) -> Lines:
+        """Each message is NDJSON of one or more events (tally.producer): one line list for the
+        batch, each line with its position and the latest event time its arrival allows."""
+        taken = Lines([], [], [])
+        wall_ms = int(self.wall_clock() * 1000)
+        arrivals = batch.arrivals if len(batch.arrivals) == len(batch.values) else repeat(wall_ms)
+        for offset, value, arrived_ms in zip(batch.offsets, batch.values, arrivals, strict=False):
+            lines = value.split(b"\n")
+            if len(lines) > MAX_LINES:  # not written by the API (tally.producer): refused whole
+                state.invalid.append((position(offset, 0), value, _TOO_MANY))
+                continue
+            taken.lines += lines
+            taken.positions += [position(offset, j) for j in range(len(lines))]
+            ceiling = (arrived_ms if arrived_ms > 0 else wall_ms) // 1000 + self.max_ahead_s
+            taken.ceilings += repeat(ceiling, len(lines))
+        if state.refused:
+            flags = [p not in state.refused for p in taken.positions]
+            if not all(flags):
+                for line, pos in zip(taken.lines, taken.positions, strict=True):
+                    if pos in state.refused:
+                        state.invalid.append((pos, line, state.refused.pop(pos)))
+                taken.keep(flags)
+        return taken
+
+    @staticmethod
+    def _decode(state: PartitionState, taken: Lines) -> None:
+        """The same schema as the API's; a line it refuses is dead-lettered with the reason."""
+        events, errors = decode_messages(taken.lines)
+        if errors:
+            flags = [True] * len(taken.lines)
+            for e in errors:
+                state.invalid.append((taken.positions[e.index], taken.lines[e.index], e.reason))
+                flags[e.index] = False
+            taken.keep(flags)
+        taken.events = events
+        taken.seconds = seconds_of(events)
+
+    def _refuse_far_ahead(self, state: PartitionState, taken: Lines) -> None:
+        """An event stamped further ahead of its arrival than max_ahead_s would hold its bucket open
+        and outlive dedup; the API refuses those, so only another producer's can be here. Judged
+        by the message's Kafka timestamp, so a replay decides the same way."""
+        if not taken.seconds or max(taken.seconds) <= min(taken.ceilings):
+            return
+        flags = [t <= c for t, c in zip(taken.seconds, taken.ceilings, strict=True)]
+        if all(flags):
+            return
+        reason = f"timestamp: more than {self.max_ahead_s} s ahead of its arrival in Kafka"
+        for ok, line, pos in zip(flags, taken.lines, taken.positions, strict=True):
+            if not ok:
+                state.invalid.append((pos, line, reason))
+        taken.keep(flags)
+
+    @staticmethod
+    def _drop_copies(state: PartitionState, partition: int, taken: Lines) -> None:
+        if state.seen is None or not taken.events:
+            return
+        first = state.seen.first_copies([e.event_id for e in taken.events], taken.positions)
+        if not all(first):
+            metrics.DUPLICATES.labels(str(partition)).inc(first.count(False))
+            taken.keep(first)
+
+    def _flush_due(self, state: PartitionState, replay_end: int | None) -> bool:
+        if replay_end is not None:
+            if state.next_offset < replay_end:
+                return False  # the interrupted flush is not complete yet
             state.replay_ends.pop(0)
-        else:
-            if now - state.last_flush < self.flush_interval_s:
-                return state, None
-            closing = any(state.agg.is_closed(k[0]) for k in state.agg.open)
-            if not state.pending and not closing:
-                return state, None
+            return True
+        if self.clock() - state.last_flush < self.flush_interval_s:
+            return False
+        return state.pending or any(state.agg.is_closed(k[0]) for k in state.agg.open)
+
+    def _flush(self, state: PartitionState, partition: int) -> Flush:
         if state.seen is not None:
             # Before the sink writes anything of this flush: the ids it counts, and where it ends.
             state.seen.commit(state.agg.watermark, state.next_offset)
         flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
-        metrics.OPEN_CELLS.labels(str(batch.partition)).set(len(state.agg.open) + len(state.agg.hours))
+        metrics.OPEN_CELLS.labels(str(partition)).set(len(state.agg.open) + len(state.agg.hours))
         state.invalid = []
         state.raw = RawBatch()
         state.pending = False
-        state.last_flush = now
-        return state, flush
+        state.last_flush = self.clock()
+        return flush
+
+
+_TOO_MANY = f"message: more than {MAX_LINES} events in one Kafka message"
+
+
+def _cut_at_replay_end(state: PartitionState, batch: KafkaBatch) -> tuple[KafkaBatch, int | None]:
+    """After a restart, stop the batch where the next interrupted flush ended; the rest waits."""
+    if state.carry is not None:
+        batch = _joined(state.carry, batch)
+        state.carry = None
+    end = state.replay_ends[0] if state.replay_ends else None
+    if end is not None and batch.offsets and batch.offsets[-1] >= end:
+        cut = bisect_left(batch.offsets, end)
+        state.carry = KafkaBatch(
+            batch.partition, batch.values[cut:], batch.offsets[cut:], batch.next_offset, arrivals=batch.arrivals[cut:]
+        )
+        batch = KafkaBatch(batch.partition, batch.values[:cut], batch.offsets[:cut], end, arrivals=batch.arrivals[:cut])
+    return batch, end
 
 
 def _joined(first: KafkaBatch, then: KafkaBatch) -> KafkaBatch:
@@ -140,6 +232,7 @@ def _joined(first: KafkaBatch, then: KafkaBatch) -> KafkaBatch:
         first.offsets + then.offsets,
         then.next_offset,
         caught_up=then.caught_up,
+        arrivals=first.arrivals + then.arrivals,
     )
 
 

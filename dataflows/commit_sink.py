@@ -6,7 +6,14 @@
 
 A crash before 3 replays the batch from the old offset and rewrites 1-2 (at worst a DLQ/late
 record twice, each carrying its source offset); a crash after 3 resumes after it. Rollups are
-therefore exactly once. A store that fails is retried with back-off, holding the dataflow back.
+therefore exactly once.
+
+A store that fails is either down (connection lost, timeout, overload: retried with back-off,
+holding the dataflow back, nothing new read, memory bounded) or refusing what some events hold
+(a value it cannot store: retrying cannot help). Refused events are found by writing the flush's
+parts one by one, their positions recorded (tally.storage.refused), and the process exits: the
+supervisor restarts it, the replay dead-letters those events with the reason and the rest of the
+flush commits. Neither kind can stop a partition for good.
 """
 
 from __future__ import annotations
@@ -14,16 +21,27 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
+import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from dataflows import metrics
-from tally.events.schema import encode_event
-from tally.rollup import LINE_BITS, Flush
+from tally.events.schema import Event, encode_event
+from tally.rollup import BUCKET_S, HOUR_S, LINE_BITS, Flush, RollupRow, hour_of
 from tally.settings import Settings
-from tally.storage import raw_events, rollups
+from tally.storage import raw_events, refused, rollups
+from tally.storage.raw_events import RefusedRows
 
 log = logging.getLogger("tally.dataflow.commit")
+# A dead letter carries the line as it came, up to this much (a Kafka message is at most 1 MiB;
+# the record must stay under it with its headers): a longer one is cut and says so.
+MAX_DEAD_LETTER = 256 * 1024
+_events = msgspec.json.Decoder(list[Event])
+
+
+class RefusedEvents(Exception):
+    """Some events of a flush were refused by a store for their content: recorded, restart."""
 
 
 class CommitSink(DynamicSink[Flush]):
@@ -48,55 +66,106 @@ class CommitPartition(StatelessSinkPartition[Flush]):
     def write_batch(self, items: list[Flush]) -> None:
         for flush in items:
             t0 = time.perf_counter()
-            self._retrying("kafka side topics", lambda f=flush: self._side_topics(f))
-            self._retrying("cassandra", lambda f=flush: self.raw.write(f.raw, shard=f.partition))
-            self._retrying("postgres", lambda f=flush: self._commit(f))
+            self._stage("kafka", flush, self._side_topics)
+            self._stage("cassandra", flush, lambda f: self.raw.write(f.raw, shard=f.partition))
+            self._stage("postgres", flush, self._commit)
             self._observe(flush, time.perf_counter() - t0)
 
-    def _commit(self, flush: Flush) -> None:
-        if self.pg.closed:
-            self.pg = rollups.connect(self.settings)
-        try:
-            rollups.write_flush(self.pg, self.settings.events_topic, flush)
-        except Exception:
-            self.pg.close()  # reconnect on the next try: the transaction was rolled back
-            raise
-
-    def _retrying(self, what: str, step) -> None:
-        """Retry a store that is down or overloaded, holding the dataflow back (nothing new is read
-        while this blocks, so memory stays bounded) instead of crashing into a replay loop."""
+    def _stage(self, store: str, flush: Flush, write) -> None:
+        """Write one store's part of the flush: retry while the store is down or overloaded;
+        record and restart if it refuses some events for what they hold."""
         delay = 0.5
-        with metrics.STAGE_SECONDS.labels(what).time():
+        with metrics.STAGE_SECONDS.labels(store).time():
             while True:
                 try:
-                    step()
+                    write(flush)
                     if delay > 0.5:
-                        log.warning("%s is writable again", what)
+                        log.warning("%s is writable again", store)
                     return
                 except Exception as e:
-                    metrics.STORE_RETRIES.labels(what).inc()
-                    log.warning("%s write failed (%s); retrying in %.1f s", what, e, delay)
+                    positions = self._refused(store, flush, e)
+                    if positions:
+                        metrics.STORE_FAILURES.labels(store, "refused").inc()
+                        self._record_and_restart(store, flush, positions)
+                    metrics.STORE_FAILURES.labels(store, "transient").inc()
+                    log.warning("%s write failed (%s); retrying in %.1f s", store, e, delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)
+
+    def _refused(self, store: str, flush: Flush, error: Exception) -> dict[int, str]:
+        """{position: reason} of the events the store refused, or {} if it is rather down."""
+        if isinstance(error, RefusedRows):
+            return error.positions
+        if store != "postgres" or not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+            return {}
+        try:
+            rows, late = rollups.refused_parts(self._connection(), self.settings.events_topic, flush)
+        except psycopg.Error:
+            return {}  # the database went away meanwhile: retry as for an outage
+        found = _positions_in(flush, rows)
+        positions = {p: f"refused by PostgreSQL: {reason}" for p, reason in late.items()}
+        positions.update({p: f"refused by PostgreSQL: {reason}" for p, (reason, _key) in found.items()})
+        matched = {key for _reason, key in found.values()}
+        unmatched = [r for r, _reason in rows if (r.width, r.bucket, r.event_type, r.source) not in matched]
+        if unmatched and not positions:
+            # Refused rows none of this flush's events are in (an hour closing, a minute turning
+            # final): there is no event to dead-letter, so they are left out and the rest written.
+            log.error("PostgreSQL refused %d rollup rows with no new events in them; left out", len(unmatched))
+            metrics.ROWS_LEFT_OUT.labels(str(flush.partition)).inc(len(unmatched))
+            left_out = {id(r) for r in unmatched}
+            flush.rows = [r for r in flush.rows if id(r) not in left_out]
+        return positions
+
+    def _record_and_restart(self, store: str, flush: Flush, positions: dict[int, str]) -> None:
+        first = min(positions)
+        log.error(
+            "partition %d: %s refused %d events (first at offset %d line %d: %s); recorded, restarting"
+            " so they are dead-lettered and the rest of the flush commits",
+            flush.partition,
+            store,
+            len(positions),
+            first >> LINE_BITS,
+            first & ((1 << LINE_BITS) - 1),
+            positions[first],
+        )
+        with rollups.connect(self.settings, autocommit=True) as conn:
+            refused.record(conn, self.settings.events_topic, flush.partition, positions)
+        raise RefusedEvents(f"partition {flush.partition}: {len(positions)} events refused by {store}")
+
+    def _connection(self) -> psycopg.Connection:
+        if self.pg.closed:
+            self.pg = rollups.connect(self.settings)
+        return self.pg
+
+    def _commit(self, flush: Flush) -> None:
+        conn = self._connection()
+        try:
+            rollups.write_flush(conn, self.settings.events_topic, flush)
+        except Exception:
+            conn.close()  # reconnect on the next try: the transaction was rolled back
+            raise
 
     def _side_topics(self, flush: Flush) -> None:
         if not flush.invalid and not flush.late:
             return
-        errors: list[str] = []
+        errors: list = []
 
         def check(err, _msg):
             if err is not None:
-                errors.append(str(err))
+                errors.append(err)
 
         part = str(flush.partition).encode()
         for pos, value, reason in flush.invalid:
             offset, line = pos >> LINE_BITS, pos & ((1 << LINE_BITS) - 1)
             headers = [
-                ("reason", reason.encode()),
+                ("reason", refused.storable(reason).encode()),
                 ("partition", part),
                 ("offset", str(offset).encode()),
                 ("line", str(line).encode()),
             ]
+            if len(value) > MAX_DEAD_LETTER:
+                headers.append(("truncated_from", str(len(value)).encode()))
+                value = value[:MAX_DEAD_LETTER]
             self.producer.produce(self.settings.dlq_topic, value=value, headers=headers, on_delivery=check)
         for e in flush.late:
             self.producer.produce(
@@ -105,7 +174,8 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         remaining = self.producer.flush(30)
         if remaining or errors:
             # Raising makes write_batch retry before the offset moves: nothing is lost.
-            raise RuntimeError(f"could not write dead-letter/late records: {errors or remaining}")
+            codes = {e.code() for e in errors if isinstance(e, KafkaError)}
+            raise RuntimeError(f"could not write dead-letter/late records: {errors[:3] or remaining} ({codes})")
 
     def _observe(self, flush: Flush, seconds: float) -> None:
         p = str(flush.partition)
@@ -114,7 +184,8 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         metrics.RAW.labels(p).inc(len(flush.raw))
         metrics.EVENTS.labels(p).inc(len(flush.raw) - len(flush.late))
         metrics.LATE.labels(p).inc(len(flush.late))
-        metrics.INVALID.labels(p).inc(len(flush.invalid))
+        for _pos, _value, reason in flush.invalid:
+            metrics.DEAD_LETTERS.labels(p, metrics.dead_letter_kind(reason)).inc()
         metrics.COMMITTED.labels(p).set(flush.next_offset)
         if flush.watermark is not None:
             metrics.WATERMARK.labels(p).set(flush.watermark)
@@ -123,3 +194,21 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         self.producer.flush(10)
         self.cluster.shutdown()
         self.pg.close()
+
+
+def _positions_in(flush: Flush, rows: list[tuple[RollupRow, str]]) -> dict[int, tuple[str, tuple]]:
+    """The positions of this flush's events that went into refused rollup rows: {position:
+    (reason, row key)}. Found from the raw chunks (grouped by type and second) and their sources."""
+    refused_rows = {(r.width, r.bucket, r.event_type, r.source): reason for r, reason in rows}
+    types = {key[2] for key in refused_rows}
+    found: dict[int, tuple[str, tuple]] = {}
+    for (event_type, second), (positions, lines) in flush.raw.chunks.items():
+        if event_type not in types:
+            continue
+        minute, hour = second - second % BUCKET_S, hour_of(second)
+        for pos, event in zip(positions, _events.decode(b"[" + b",".join(lines) + b"]"), strict=True):
+            for key in ((BUCKET_S, minute, event_type, event.source), (HOUR_S, hour, event_type, event.source)):
+                if key in refused_rows:
+                    found[pos] = (refused_rows[key], key)
+                    break
+    return found

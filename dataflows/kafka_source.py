@@ -9,14 +9,14 @@ tally.storage.rollups), so position and results can never disagree.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tally.rollup import Acc, Key
 from tally.settings import Settings
-from tally.storage import rollups
+from tally.storage import refused, rollups
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Restore:
     cells: dict[tuple[int, Key], Acc]  # by (width, key): minute and hour cells still open
     fresh: bool = False  # nothing was ever committed for the partition (a new topic, or wiped rollups)
     offset: int | None = None  # the committed offset reading resumes at
+    # Positions past the offset that a store refused before the restart, with the reason: the
+    # aggregate step dead-letters them instead of taking them in again (dataflows.commit_sink).
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,6 +38,9 @@ class KafkaBatch:
     next_offset: int
     restore: Restore | None = None
     caught_up: bool = False  # nothing was left to read in the partition when this batch was taken
+    # When Kafka took each message (its timestamp, epoch ms; empty: unknown). An event may be
+    # stamped at most max_ahead_s later than that: judged by this, a replay decides the same way.
+    arrivals: list[int] = field(default_factory=list)
 
 
 def consumer_config(settings: Settings) -> dict:
@@ -72,6 +78,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             rollups.apply_schema(conn)
             lateness = settings.allowed_lateness_s
             next_offset, watermark, cells = rollups.load_partition(conn, self.topic, partition, lateness)
+            refused_here = refused.load(conn, self.topic, partition, next_offset or 0)
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])
@@ -80,12 +87,12 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             low, _high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
             next_offset = low
         self.next_offset = next_offset
-        self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset)
+        self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset, refused_here)
         self._checked = 0.0
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:
         msgs = self.consumer.consume(num_messages=self.settings.consume_batch, timeout=0.2)
-        values, offsets = [], []
+        values, offsets, arrivals = [], [], []
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -94,11 +101,12 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
                 raise RuntimeError(f"kafka partition {self.partition}: {err}")
             values.append(m.value())
             offsets.append(m.offset())
+            arrivals.append(m.timestamp()[1])
         if offsets:
             self.next_offset = offsets[-1] + 1
         # An empty batch still goes out: it is the tick that lets open buckets flush on time.
         caught_up = not offsets and self._caught_up()
-        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up)
+        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up, arrivals)
         self.restore = None
         return [(self.key, batch)]
 

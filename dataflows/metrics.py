@@ -11,7 +11,12 @@ DUPLICATES = Counter(
     "Later copies of an event_id seen within the dedup horizon, dropped",
     ["partition"],
 )
-INVALID = Counter("tally_dataflow_invalid_messages_total", "Malformed Kafka messages sent to events.dlq", ["partition"])
+DEAD_LETTERS = Counter(
+    "tally_dataflow_dead_letters_total",
+    "Events sent to events.dlq, by kind: schema (the event schema refuses it), ahead (stamped too far"
+    " ahead of its arrival), oversized (a message of too many events), refused (a store refused it)",
+    ["partition", "kind"],
+)
 ROWS = Counter("tally_dataflow_rollup_rows_written_total", "Rollup rows upserted", ["partition"])
 RAW = Counter("tally_dataflow_raw_events_written_total", "Raw events written to Cassandra", ["partition"])
 FLUSH_SECONDS = Histogram(
@@ -25,7 +30,17 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-STORE_RETRIES = Counter("tally_dataflow_store_retries_total", "Failed writes retried, by store", ["store"])
+STORE_FAILURES = Counter(
+    "tally_dataflow_store_failures_total",
+    "Failed writes of a flush, by store and kind: transient (down, timeout, overload: retried with"
+    " back-off) or refused (the store refused some events' content: recorded, then dead-lettered)",
+    ["store", "kind"],
+)
+ROWS_LEFT_OUT = Counter(
+    "tally_dataflow_rollup_rows_left_out_total",
+    "Rollup rows PostgreSQL refused that hold no event of their flush, so none could be dead-lettered",
+    ["partition"],
+)
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
 OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open minute and hour cells held in memory", ["partition"])
@@ -35,6 +50,17 @@ GC_SECONDS = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+def dead_letter_kind(reason: str) -> str:
+    """The low-cardinality kind of a dead letter's reason (dataflows.aggregate writes them)."""
+    if reason.startswith("refused by "):
+        return "refused"
+    if reason.startswith("timestamp: more than"):
+        return "ahead"
+    if reason.startswith("message: more than"):
+        return "oversized"
+    return "schema"
 
 
 def watch_gc() -> None:

@@ -10,10 +10,11 @@ transaction. Queries add the partitions up (counts and sums add; min/max combine
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import reduce
 from itertools import repeat
+from operator import add
 
 from tally.events.schema import Event
 from tally.sketch import Hll, hash_user
@@ -47,11 +48,15 @@ class Acc:
 
     def fold(self, count: int, values: list[float], user_hashes: list[int]) -> None:
         """Fold many events of this cell at once, reduced to their count, their values and their
-        users' hashes: one sketch update per batch, not per event."""
+        users' hashes: one sketch update per batch, not per event.
+
+        Values are added one at a time in stream order, not summed per batch first: float addition
+        is not associative, and this way the sum depends only on the events and their order, not on
+        where Kafka batches happened to be cut, so a replay writes the very same number."""
         self.count += count
         if values:
             self.value_count += len(values)
-            self.value_sum += sum(values)
+            self.value_sum = reduce(add, values, self.value_sum)
             lo, hi = min(values), max(values)
             if self.value_min is None or lo < self.value_min:
                 self.value_min = lo
@@ -166,6 +171,11 @@ def bucket_of(ts: float) -> int:
     return t - t % BUCKET_S
 
 
+def hour_of(t: int) -> int:
+    """The start of the hour holding epoch second (or minute) `t`."""
+    return t - t % HOUR_S
+
+
 class PartitionAggregator:
     """Open minute buckets of one Kafka partition, closed by an event-time watermark.
 
@@ -173,30 +183,22 @@ class PartitionAggregator:
     make in-bound events late (the clock is the data, not the wall). A bucket closes once the
     watermark is `allowed_lateness_s` past its end; its final row is written and it is evicted.
     An event for a closed bucket is late: it goes to the late stream, never silently dropped.
+    Event times far ahead of their arrival never get here (dataflows.aggregate refuses them), so
+    every open bucket closes as the stream moves on.
 
-    Hour cells are kept beside the minute cells and fed the same events, so an hour row is
-    exactly the sum of its minute rows and long ranges are answered from 60x fewer rows. An hour
-    row is written once, when the hour closes: until then queries read its minutes, and a restart
-    rebuilds the open hour from them. Rewriting every open hour at every flush doubled the rows
-    and carried the largest sketches.
+    Each minute, when it closes, is merged into its hour, in minute order: an hour row is exactly
+    the sum of its minute rows, the same after a restart (which rebuilds the open hour from the
+    final minute rows, in the same order) and long ranges are answered from 60x fewer rows. An
+    hour row is written once, when the hour closes: until then queries read its minutes.
     """
 
-    def __init__(
-        self,
-        partition: int,
-        allowed_lateness_s: int,
-        watermark: int | None = None,
-        max_ahead_s: int | None = None,
-        wall_clock=time.time,
-    ):
+    def __init__(self, partition: int, allowed_lateness_s: int, watermark: int | None = None):
         self.partition = partition
         self.allowed_lateness_s = allowed_lateness_s
         self.watermark = watermark
-        self.max_ahead_s = max_ahead_s  # None: any event time moves the watermark (replays, tests)
-        self.wall_clock = wall_clock
         self.open: dict[Key, Acc] = {}
         self.dirty: set[Key] = set()
-        self.hours: dict[Key, Acc] = {}
+        self.hours: dict[Key, Acc] = {}  # the closed minutes of each open hour, merged
         self.late: list[Event] = []
         self.late_positions: list[int] = []
 
@@ -224,7 +226,6 @@ class PartitionAggregator:
         limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
         cells: dict[Key, list[Event]] = {}
         late, late_positions = self.late, self.late_positions
-        ceiling = None if self.max_ahead_s is None else int(self.wall_clock()) + self.max_ahead_s
         secs = seconds_of(events) if seconds is None else seconds
         for e, t, pos in zip(events, secs, repeat(-1) if positions is None else positions, strict=False):
             bucket = t - t % BUCKET_S
@@ -239,23 +240,18 @@ class PartitionAggregator:
                 cells[key] = [e]
             else:
                 cell.append(e)
-            if (high is None or t > high) and (ceiling is None or t <= ceiling):
+            if high is None or t > high:
                 high = t
-        opened, hours = self.open, self.hours
+        opened = self.open
         for key, evs in cells.items():
-            # Reduce the cell's events once, then fold the result into its minute and its hour.
-            n = len(evs)
-            values = [e.value for e in evs if e.value is not None]
-            users = [hash_user(e.user_id) for e in evs if e.user_id is not None]
             acc = opened.get(key)
             if acc is None:
                 acc = opened[key] = Acc()
-            acc.fold(n, values, users)
-            hour_key = (key[0] - key[0] % HOUR_S, key[1], key[2])
-            hour = hours.get(hour_key)
-            if hour is None:
-                hour = hours[hour_key] = Acc()
-            hour.fold(n, values, users)
+            acc.fold(
+                len(evs),
+                [e.value for e in evs if e.value is not None],
+                [hash_user(e.user_id) for e in evs if e.user_id is not None],
+            )
         self.dirty.update(cells)
         self.watermark = high
 
@@ -267,16 +263,20 @@ class PartitionAggregator:
         caller collected since the last flush."""
         rows = []
         p, dirty = self.partition, self.dirty
-        for key in list(self.open):
-            closed = self.is_closed(key[0])
-            if closed or key in dirty:
-                rows.append(RollupRow(key[0], key[1], key[2], p, self.open[key], closed))
-            if closed:
-                del self.open[key]
+        closed = sorted(k for k in self.open if self.is_closed(k[0]))
+        for key in dirty.difference(closed):
+            rows.append(RollupRow(key[0], key[1], key[2], p, self.open[key], False))
         dirty.clear()
-        for key in list(self.hours):
-            if self.is_closed(key[0], HOUR_S):
-                rows.append(RollupRow(key[0], key[1], key[2], p, self.hours.pop(key), True, HOUR_S))
+        for key in closed:  # in minute order, so an hour's sum never depends on how flushes fell
+            acc = self.open.pop(key)
+            rows.append(RollupRow(key[0], key[1], key[2], p, acc, True))
+            hour_key = (hour_of(key[0]), key[1], key[2])
+            hour = self.hours.get(hour_key)
+            if hour is None:
+                hour = self.hours[hour_key] = Acc()
+            hour.merge(acc)
+        for key in [k for k in self.hours if self.is_closed(k[0], HOUR_S)]:
+            rows.append(RollupRow(key[0], key[1], key[2], p, self.hours.pop(key), True, HOUR_S))
         out = Flush(
             self.partition,
             next_offset,

@@ -73,6 +73,18 @@ create table if not exists stream_offsets (
     primary key (topic, kafka_partition)
 );
 
+-- Stream positions whose events a store refused for their content (a value it cannot hold, that
+-- ingest did not catch): recorded by the dataflow before it restarts, then dead-lettered with the
+-- reason when it reads them again, so the rest of their flush commits and nothing is retried forever.
+create table if not exists refused_positions (
+    topic text not null,
+    kafka_partition integer not null,
+    position bigint not null,  -- tally.rollup.position: Kafka offset << 10 | line
+    reason text not null,
+    recorded_at timestamptz not null default now(),
+    primary key (topic, kafka_partition, position)
+);
+
 -- Bumped in the same transaction by every writer that changes buckets already final (the
 -- correction step folding in late events, backfills, migrations): API workers keep final days
 -- cached and drop them when this moves. The dataflow's own flushes never touch final buckets.

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 
-from tally.rollup import HOUR_S, Acc
+from tally.rollup import BUCKET_S, HOUR_S, Acc, RollupRow, hour_of
 from tally.settings import Settings
-from tally.sketch import Hll
 from tally.storage import late_copies, rollups
 
 _PENDING = """
@@ -57,20 +56,6 @@ limit %s
 # Held by whoever rewrites raw pieces (any constant other than rollups.SCHEMA_LOCK): two runs
 # rewriting one piece from their own reads would each put back the id the other took out.
 _RAW_FIX_LOCK = 0x7461_6C72
-_ROW = """
-select event_count, value_count, value_sum, value_min, value_max, users
-from {table} where event_type = %s and source = %s and bucket = %s and kafka_partition = %s
-for update
-"""
-_UPSERT = """
-insert into {table} (bucket, event_type, source, kafka_partition, event_count, value_count, value_sum,
-                     value_min, value_max, users, final, updated_at)
-values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, now())
-on conflict (event_type, source, bucket, kafka_partition) do update set
-    event_count = excluded.event_count, value_count = excluded.value_count, value_sum = excluded.value_sum,
-    value_min = excluded.value_min, value_max = excluded.value_max, users = excluded.users,
-    final = true, updated_at = excluded.updated_at
-"""
 
 
 @dataclass(frozen=True)
@@ -162,10 +147,10 @@ def _late_cells(rows: list[tuple], duplicates: set[str]) -> dict[tuple, Acc]:
 def _add_cells(conn: psycopg.Connection, cells: dict[tuple, Acc]) -> None:
     hours: dict[tuple, Acc] = defaultdict(Acc)
     for (minute, event_type, source, partition), late in cells.items():
-        _add(conn, "rollup_1m", minute, event_type, source, partition, late)
-        hours[(minute - minute % HOUR_S, event_type, source, partition)].merge(late)
+        _add(conn, BUCKET_S, minute, event_type, source, partition, late)
+        hours[(hour_of(minute), event_type, source, partition)].merge(late)
     for (hour, event_type, source, partition), late in hours.items():
-        _add(conn, "rollup_1h", hour, event_type, source, partition, late)
+        _add(conn, HOUR_S, hour, event_type, source, partition, late)
 
 
 def _mark_folded(conn: psycopg.Connection, rows: list[tuple], decisions: late_copies.Decisions) -> None:
@@ -186,26 +171,7 @@ def _second(timestamp: str) -> int:
     return int(datetime.fromisoformat(timestamp).timestamp() // 1)
 
 
-def _add(conn: psycopg.Connection, table: str, bucket: int, event_type: str, source: str, partition: int, late: Acc):
-    at = datetime.fromtimestamp(bucket, UTC)
-    row = conn.execute(_ROW.format(table=table), (event_type, source, at, partition)).fetchone()
-    acc = Acc()
-    if row is not None:
-        count, vcount, vsum, vmin, vmax, users = row
-        acc = Acc(count, vcount, vsum, vmin, vmax, Hll.from_bytes(bytes(users)))
+def _add(conn: psycopg.Connection, width: int, bucket: int, event_type: str, source: str, partition: int, late: Acc):
+    acc = rollups.read_row(conn, width, bucket, event_type, source, partition) or Acc()
     acc.merge(late)
-    conn.execute(
-        _UPSERT.format(table=table),
-        (
-            at,
-            event_type,
-            source,
-            partition,
-            acc.count,
-            acc.value_count,
-            acc.value_sum,
-            acc.value_min,
-            acc.value_max,
-            acc.users.to_bytes(),
-        ),
-    )
+    rollups.upsert_row(conn, RollupRow(bucket, event_type, source, partition, acc, True, width))

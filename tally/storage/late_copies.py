@@ -146,10 +146,7 @@ def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, tuple[list[st
 def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
     from cassandra.concurrent import execute_concurrent
 
-    insert = session.prepare(
-        "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
-        " values (?, ?, ?, ?, ?, ?) using ttl ?"
-    )
+    insert = session.prepare(raw_events.INSERT_CHUNK)
     delete = session.prepare(
         "delete from event_chunks where event_type = ? and hour = ? and shard = ? and slot = ? and first_offset = ?"
     )

@@ -62,22 +62,58 @@ def cluster(settings: Settings):
     )
 
 
+INSERT_CHUNK = (
+    "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
+    " values (?, ?, ?, ?, ?, ?) using ttl ?"
+)
+
+
+class RefusedRows(Exception):
+    """Cassandra refused some chunk rows for what they hold (retrying cannot help) and took the
+    rest: {stream position of each event in a refused row: the reason}."""
+
+    def __init__(self, positions: dict[int, str]):
+        super().__init__(f"Cassandra refused {len(positions)} events")
+        self.positions = positions
+
+
 class RawEventWriter:
     def __init__(self, session, settings: Settings):
         self.session = session
         self.ttl = settings.raw_ttl_s
-        self.insert = session.prepare(
-            "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
-            " values (?, ?, ?, ?, ?, ?) using ttl ?"
-        )
+        self.insert = session.prepare(INSERT_CHUNK)
 
     def write(self, raw: RawBatch, shard: int) -> int:
-        """Write events as one chunk row per (event_type, second), split into bounded pieces;
-        raise if any write failed."""
-        from cassandra.concurrent import execute_concurrent
+        """Write events as one chunk row per (event_type, second), split into bounded pieces.
+        Raises RefusedRows if Cassandra refused some rows for their content (the others are
+        written), or the error of a write that kept failing otherwise."""
+        from cassandra import InvalidRequest
 
-        statements = []
-        batch, batch_bytes = None, 0
+        statements, rows = self._statements(raw, shard)
+        # Large rows fill the socket's send buffer, and the driver then fails further requests at
+        # once (ConnectionBusy) instead of queueing them: retry just those, soon. Rows are
+        # idempotent, so a retry rewrites the same data; a longer outage raises to the caller.
+        refused: dict[int, str] = {}
+        for attempt in range(8):
+            failed = []
+            for i, error in self._run(statements):
+                if isinstance(error, InvalidRequest):
+                    refused.update(self._isolate(statements[i], rows[i], error))
+                else:
+                    failed.append((i, error))
+            if not failed:
+                if refused:
+                    raise RefusedRows(refused)
+                return len(raw)
+            statements = [statements[i] for i, _e in failed]
+            rows = [rows[i] for i, _e in failed]
+            time.sleep(0.02 * 2**attempt)
+        raise failed[0][1]
+
+    def _statements(self, raw: RawBatch, shard: int) -> tuple[list, list[list[tuple]]]:
+        """(statement, params or None) pairs, and the rows each carries as (params, positions)."""
+        statements, rows = [], []
+        batch, batch_bytes, batch_rows = None, 0, []
         for (event_type, second), (positions, lines) in raw.chunks.items():
             slot_us = second * SLOT_US
             hour = from_us(slot_us - slot_us % HOUR_US)
@@ -85,28 +121,42 @@ class RawEventWriter:
             for start, end in _pieces(lines):
                 body = b"[" + b",".join(lines[start:end]) + b"]"
                 row = (event_type, hour, shard, slot, positions[start], body, self.ttl)
+                held = (row, positions[start:end])
                 if len(body) >= BATCH_BYTES:
                     statements.append((self.insert, row))
+                    rows.append([held])
                     continue
                 # Thousands of event types each write a small row per flush: one request per row
                 # spent most of the dataflow's CPU in the driver's Python I/O thread (py-spy). Small
                 # rows go in unlogged batches instead: one request, the same idempotent rows.
                 if batch is None or batch_bytes + len(body) > BATCH_BYTES or len(batch) >= BATCH_ROWS:
-                    batch, batch_bytes = self._batch(), 0
+                    batch, batch_bytes, batch_rows = self._batch(), 0, []
                     statements.append((batch, None))
+                    rows.append(batch_rows)
                 batch.add(self.insert, row)
+                batch_rows.append(held)
                 batch_bytes += len(body)
-        # Large rows fill the socket's send buffer, and the driver then fails further requests at
-        # once (ConnectionBusy) instead of queueing them: retry just those, soon. Rows are
-        # idempotent, so a retry rewrites the same data; a longer outage raises to the caller.
-        for attempt in range(8):
-            results = execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=False)
-            failed = [(st, result) for st, (ok, result) in zip(statements, results, strict=True) if not ok]
-            if not failed:
-                return len(raw)
-            statements = [st for st, _err in failed]
-            time.sleep(0.02 * 2**attempt)
-        raise failed[0][1]
+        return statements, rows
+
+    def _run(self, statements: list) -> list[tuple[int, Exception]]:
+        from cassandra.concurrent import execute_concurrent
+
+        results = execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=False)
+        return [(i, result) for i, (ok, result) in enumerate(results) if not ok]
+
+    def _isolate(self, statement, rows: list[tuple], error: Exception) -> dict[int, str]:
+        """A refused request: which of its rows are refused (a batch is tried row by row)."""
+        from cassandra import InvalidRequest
+
+        if len(rows) == 1:
+            return dict.fromkeys(rows[0][1], f"refused by Cassandra: {error}")
+        refused: dict[int, str] = {}
+        for row, positions in rows:
+            try:
+                self.session.execute(self.insert, row)
+            except InvalidRequest as e:
+                refused.update(dict.fromkeys(positions, f"refused by Cassandra: {e}"))
+        return refused
 
     @staticmethod
     def _batch():

@@ -1,4 +1,5 @@
-"""Writing and reading minute rollups in PostgreSQL/TimescaleDB."""
+"""Rollup rows in PostgreSQL/TimescaleDB: a flush written with its offset, a partition read back,
+one row read or upserted (the correction step), and which parts of a flush the database refuses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key, bucket_of
+from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key, RollupRow, bucket_of, hour_of
 from tally.settings import REPO_ROOT, Settings
 from tally.sketch import Hll
 
@@ -17,10 +18,14 @@ SCHEMA_LOCK = 0x7461_6C6C  # "tall": any constant shared by every process applyi
 
 TABLES = {60: "rollup_1m", 3600: "rollup_1h"}
 
-_COLUMNS = (
-    "bucket, event_type, source, kafka_partition, event_count, value_count, value_sum, value_min, value_max,"
-    " users, final"
-)
+KEY = "bucket, event_type, source, kafka_partition"
+VALUES = "event_count, value_count, value_sum, value_min, value_max, users"
+_COLUMNS = f"{KEY}, {VALUES}, final"
+_SET = """
+    event_count = excluded.event_count, value_count = excluded.value_count,
+    value_sum = excluded.value_sum, value_min = excluded.value_min, value_max = excluded.value_max,
+    users = excluded.users, final = excluded.final, updated_at = excluded.updated_at
+"""
 # Rows arrive by COPY into a temporary table and are merged with one statement: row-by-row
 # upserts managed ~24 K rows/s, COPY ~150 K (the benchmark with 10,000 active keys needs 20 K+).
 _STAGE = f"""
@@ -30,10 +35,16 @@ select {_COLUMNS} from rollup_1m with no data
 _MERGE = f"""
 insert into {{table}} ({_COLUMNS}, updated_at)
 select {_COLUMNS}, now() from flush_rows
-on conflict (event_type, source, bucket, kafka_partition) do update set
-    event_count = excluded.event_count, value_count = excluded.value_count,
-    value_sum = excluded.value_sum, value_min = excluded.value_min, value_max = excluded.value_max,
-    users = excluded.users, final = excluded.final, updated_at = excluded.updated_at
+on conflict (event_type, source, bucket, kafka_partition) do update set {_SET}
+"""
+_UPSERT = f"""
+insert into {{table}} ({_COLUMNS}, updated_at) values ({", ".join(["%s"] * 11)}, now())
+on conflict (event_type, source, bucket, kafka_partition) do update set {_SET}
+"""
+_READ = f"""
+select {VALUES} from {{table}}
+where event_type = %s and source = %s and bucket = %s and kafka_partition = %s
+for update
 """
 
 _LATE = """
@@ -66,6 +77,40 @@ def bump_revision(conn: psycopg.Connection) -> None:
     conn.execute("update rollup_revision set revision = revision + 1")
 
 
+def acc_of(count, value_count, value_sum, value_min, value_max, users) -> Acc:
+    """A cell from its row's value columns (VALUES), as PostgreSQL returns them."""
+    return Acc(count, value_count, value_sum, value_min, value_max, Hll.from_bytes(bytes(users)))
+
+
+def row_params(r: RollupRow) -> tuple:
+    """A row's columns in _COLUMNS order."""
+    a = r.acc
+    return (
+        r.bucket_time,
+        r.event_type,
+        r.source,
+        r.partition,
+        a.count,
+        a.value_count,
+        a.value_sum,
+        a.value_min,
+        a.value_max,
+        a.users.to_bytes(),
+        r.final,
+    )
+
+
+def read_row(conn: psycopg.Connection, width: int, bucket: int, event_type: str, source: str, partition: int):
+    """One cell's row, locked for the rest of the transaction; None if there is none."""
+    at = datetime.fromtimestamp(bucket, UTC)
+    found = conn.execute(_READ.format(table=TABLES[width]), (event_type, source, at, partition)).fetchone()
+    return None if found is None else acc_of(*found)
+
+
+def upsert_row(conn: psycopg.Connection, row: RollupRow) -> None:
+    conn.execute(_UPSERT.format(table=TABLES[row.width]), row_params(row))
+
+
 def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bool = True) -> None:
     """Overwrite the partition's changed rows and move its offset, atomically.
 
@@ -73,23 +118,7 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
     PGlite TimescaleDB conformance target); the merge into the rollup tables is the same."""
     by_table: dict[str, list[tuple]] = {}
     for r in flush.rows:
-        a = r.acc
-        by_table.setdefault(TABLES[r.width], []).append(
-            (
-                r.bucket_time,
-                r.event_type,
-                r.source,
-                r.partition,
-                a.count,
-                a.value_count,
-                a.value_sum,
-                a.value_min,
-                a.value_max,
-                a.users.to_bytes(),
-                r.final,
-            )
-        )
-    watermark = datetime.fromtimestamp(flush.watermark, UTC) if flush.watermark is not None else None
+        by_table.setdefault(TABLES[r.width], []).append(row_params(r))
     with conn.transaction(), conn.cursor() as cur:
         if by_table:
             cur.execute(_STAGE)
@@ -103,31 +132,65 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
                 cur.executemany(f"insert into flush_rows ({_COLUMNS}) values ({', '.join(['%s'] * 11)})", params)
             cur.execute(_MERGE.format(table=table))
         if flush.late:
-            cur.executemany(
-                _LATE,
-                [
-                    (
-                        e.event_id,
-                        datetime.fromtimestamp(bucket_of(e.timestamp.timestamp()), UTC),
-                        e.event_type,
-                        e.source,
-                        flush.partition,
-                        Jsonb(msgspec.to_builtins(e)),
-                        pos,
-                        watermark,
-                    )
-                    for e, pos in zip(flush.late, flush.late_positions or [None] * len(flush.late), strict=True)
-                ],
-            )
-        cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, watermark))
+            cur.executemany(_LATE, _late_params(flush))
+        cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, _watermark(flush)))
+
+
+def refused_parts(conn: psycopg.Connection, topic: str, flush: Flush) -> tuple[list[tuple[RollupRow, str]], dict]:
+    """Which rows of a flush PostgreSQL refuses, each tried alone in a savepoint, all rolled back:
+    (refused rollup rows with the reason, {position of a refused late event: reason}). Only called
+    after the whole flush was refused, so its cost does not matter."""
+    rows: list[tuple[RollupRow, str]] = []
+    late: dict[int, str] = {}
+    try:
+        with conn.transaction(force_rollback=True):
+            for r in flush.rows:
+                try:
+                    with conn.transaction():
+                        upsert_row(conn, r)
+                except (psycopg.DataError, psycopg.IntegrityError) as e:
+                    rows.append((r, str(e)))
+            for params in _late_params(flush):
+                try:
+                    with conn.transaction():
+                        conn.execute(_LATE, params)
+                except (psycopg.DataError, psycopg.IntegrityError) as e:
+                    late[params[6]] = str(e)
+            conn.execute(_OFFSET, (topic, flush.partition, flush.next_offset, _watermark(flush)))
+    except psycopg.Error:
+        conn.close()
+        raise
+    return rows, late
+
+
+def _watermark(flush: Flush) -> datetime | None:
+    return datetime.fromtimestamp(flush.watermark, UTC) if flush.watermark is not None else None
+
+
+def _late_params(flush: Flush) -> list[tuple]:
+    watermark = _watermark(flush)
+    positions = flush.late_positions or [None] * len(flush.late)
+    return [
+        (
+            e.event_id,
+            datetime.fromtimestamp(bucket_of(e.timestamp.timestamp()), UTC),
+            e.event_type,
+            e.source,
+            flush.partition,
+            Jsonb(msgspec.to_builtins(e)),
+            pos,
+            watermark,
+        )
+        for e, pos in zip(flush.late, positions, strict=True)
+    ]
 
 
 def load_partition(
     conn: psycopg.Connection, topic: str, partition: int, allowed_lateness_s: int
 ) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
     """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last
-    committed. Open minutes are their rows; an open hour has no row yet and is the sum of its
-    minutes' rows, final or not."""
+    committed. Open minutes are their rows; an open hour has no row yet and is its final minutes'
+    rows merged in minute order, as the dataflow merged them (tally.rollup.PartitionAggregator)."""
     row = conn.execute(
         "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
         (topic, partition),
@@ -141,16 +204,17 @@ def load_partition(
     wm = int(watermark.timestamp())
     # Hours still open end after wm - lateness; their first minute is at most an hour before that.
     since = datetime.fromtimestamp(wm - allowed_lateness_s - 2 * HOUR_S, UTC)
-    for bucket, et, src, cnt, vc, vs, vmin, vmax, users, final in conn.execute(
-        "select bucket, event_type, source, event_count, value_count, value_sum, value_min, value_max, users, final"
-        " from rollup_1m where kafka_partition = %s and (not final or bucket >= %s)",
+    for bucket, et, src, *values, final in conn.execute(
+        f"select bucket, event_type, source, {VALUES}, final from rollup_1m"
+        " where kafka_partition = %s and (not final or bucket >= %s) order by bucket",
         (partition, since),
     ):
         minute = int(bucket.timestamp())
-        acc = Acc(cnt, vc, vs, vmin, vmax, Hll.from_bytes(bytes(users)))
+        acc = acc_of(*values)
         if not final:
             cells[(BUCKET_S, (minute, et, src))] = acc
-        hour = minute - minute % HOUR_S
+            continue
+        hour = hour_of(minute)
         if hour + HOUR_S + allowed_lateness_s > wm:
-            cells.setdefault((HOUR_S, (hour, et, src)), Acc()).merge(acc)  # merge leaves `acc` as it is
+            cells.setdefault((HOUR_S, (hour, et, src)), Acc()).merge(acc)
     return next_offset, wm, cells

@@ -7,31 +7,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from tally.storage import rollups
-
-
-def _read_all(settings, topic: str, want, timeout_s: float = 45):
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"t-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.kafka_partitions)])
-    found = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not want(found):
-            for m in consumer.consume(500, timeout=0.5):
-                if m.error() is None:
-                    found.append(m)
-    finally:
-        consumer.close()
-    return found
+from tests.topics import read_topic
 
 
 def test_malformed_message_goes_to_the_dead_letter_topic_with_its_reason(stack):
@@ -45,7 +24,7 @@ def test_malformed_message_goes_to_the_dead_letter_topic_with_its_reason(stack):
     def both(msgs):
         return sum(marker.encode() in m.value() for m in msgs) >= 2
 
-    mine = [m for m in _read_all(stack, stack.dlq_topic, both) if marker.encode() in m.value()]
+    mine = [m for m in read_topic(stack, stack.dlq_topic, both) if marker.encode() in m.value()]
     reasons = sorted(dict(m.headers())["reason"].decode() for m in mine)
     assert len(mine) == 2
     assert reasons[0].startswith("event_type:") and "not valid JSON" in reasons[1]
@@ -68,7 +47,7 @@ def test_event_behind_the_watermark_beyond_the_lateness_goes_to_the_late_topic(s
     time.sleep(2 * stack.flush_interval_s + 1)
     producer.produce(stack.events_topic, json.dumps(old).encode(), key=old["event_id"].encode(), partition=1)
     assert producer.flush(10) == 0
-    late = _read_all(stack, stack.late_topic, lambda ms: any(m.key() == old["event_id"].encode() for m in ms))
+    late = read_topic(stack, stack.late_topic, lambda ms: any(m.key() == old["event_id"].encode() for m in ms))
     assert [json.loads(m.value())["event_id"] for m in late if m.key().startswith(marker.encode())] == [old["event_id"]]
     # ... and the late ledger table, committed with the rollups, where /api/aggregate counts it.
     deadline = time.monotonic() + 30  # the topic is written first, the table when the flush commits

@@ -86,3 +86,23 @@ def test_a_huge_second_of_one_event_type_is_split_into_bounded_rows(stack, sessi
             break
         q.cursor = cursor
     assert seen == [f"big{i:05d}" for i in reversed(range(9000))]
+
+
+def test_rows_cassandra_refuses_are_reported_by_position_and_the_rest_is_written(stack, session):
+    # A partition key Cassandra cannot hold (over 64 KiB: the event schema never lets one through,
+    # so this batch is built by hand) beside small rows batched with it and a large row on its own.
+    start = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    good, big = f"raw.ok.{uuid.uuid4().hex[:6]}", f"raw.big.{uuid.uuid4().hex[:6]}"
+    bad = "x" * 70_000
+    raw = RawBatch()
+    fat = "y" * 200
+    for k, (et, n, attr) in enumerate([(good, 5, ""), (bad, 3, ""), (big, 2000, fat)]):
+        events = [Event(f"{et[:8]}-{i}", et, start, "web", attributes={"a": attr} if attr else None) for i in range(n)]
+        lines = [encode_event(e) for e in events]
+        raw.add(events, [int(start.timestamp())] * n, [k << 20 | i for i in range(n)], lines)
+    writer = raw_events.RawEventWriter(session, stack)
+    with pytest.raises(raw_events.RefusedRows) as refused:
+        writer.write(raw, shard=0)
+    assert sorted(refused.value.positions) == [1 << 20 | i for i in range(3)]
+    assert all("refused by Cassandra" in r and "Key length" in r for r in refused.value.positions.values())
+    assert stored_count(session, good, start) == 5 and stored_count(session, big, start) == 2000

@@ -160,3 +160,37 @@ def test_after_a_crash_the_interrupted_flushes_are_cut_at_the_same_ends(tmp_path
     for old, new in zip(before, after, strict=False):
         assert new.raw.chunks == old.raw.chunks  # the same rows, so raw storage overwrites them
     assert sum(len(f.raw) for f in after) == 20 * 500
+
+
+def test_an_event_stamped_far_ahead_of_its_arrival_is_dead_lettered_and_so_is_its_copy_later(tmp_path):
+    t0 = int(T0.timestamp())
+    arrived_ms = (t0 + 10) * 1000
+    step = Aggregate(120, 0.0, clock=lambda: 0.0, max_ahead_s=300, dedup=(tmp_path / "dedup", 3600))
+    ahead = message(1, 10 + 301)  # 301 s after the message reached Kafka
+    batch = KafkaBatch(0, [message(0, 10), ahead], [0, 1], 2, Restore(None, {}), arrivals=[arrived_ms] * 2)
+    state, first = step(None, batch)
+    assert [(p, reason) for p, _v, reason in first.invalid] == [
+        (position(1, 0), "timestamp: more than 300 s ahead of its arrival in Kafka")
+    ]
+    assert first.watermark == t0 + 10 and [r.acc.count for r in first.rows] == [1]
+    # The same event sent again later: on time by then, counted once (the first copy never got in).
+    later = KafkaBatch(0, [ahead], [2], 3, arrivals=[(t0 + 600) * 1000])
+    state, second = step(state, later)
+    assert second.invalid == []
+    counts = {r.bucket - t0: r.acc.count for f in (first, second) for r in f.rows if r.width == 60}
+    assert counts == {0: 1, 300: 1}
+
+
+def test_a_message_of_more_events_than_positions_can_number_is_dead_lettered_whole():
+    huge = b"\n".join(message(i, 1) for i in range(1025))
+    (flush,) = run([("0", KafkaBatch(0, [message(5000, 1), huge], [0, 1], 2, Restore(None, {})))], 1)
+    assert [(p, v == huge) for p, v, _r in flush.invalid] == [(position(1, 0), True)]
+    assert sum(r.acc.count for r in flush.rows if r.width == 60) == 1
+
+
+def test_positions_a_store_refused_before_a_restart_are_dead_lettered_with_the_reason():
+    values = [message(i, i) for i in range(4)]
+    restore = Restore(None, {}, refused={position(2, 0): "postgres refused: check constraint"})
+    (flush,) = run([("0", KafkaBatch(0, values, [0, 1, 2, 3], 4, restore))], 1)
+    assert [(p, r) for p, _v, r in flush.invalid] == [(position(2, 0), "postgres refused: check constraint")]
+    assert sum(r.acc.count for r in flush.rows if r.width == 60) == 3
