@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     produce_timeout_s: float = 5.0
     retry_after_s: int = 5
+    # Query cost limits. An aggregate answer holds at most this many points (buckets x groups; the
+    # 30-day, 100-series dashboard is 72,000), and its SQL may run this long; beyond either it is
+    # refused with a hint instead of holding a worker's memory or a database backend.
+    max_points: int = 200_000
+    query_timeout_s: float = 5.0
+    # /api/filtered_events stops scanning after this long and returns the page found so far with a
+    # cursor to go on from, so a filter that matches nothing cannot scan 31 days on one request.
+    scan_budget_s: float = 2.0
 
     # The dataflow: one Bytewax process per core, each owning the Kafka partitions p % processes.
     dataflow_processes: int = 2

@@ -7,24 +7,29 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
+from cassandra import DriverException
+from cassandra.cluster import NoHostAvailable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 import tally
 from tally.api import metrics
 from tally.api.problems import (
     ParamError,
+    TooCostly,
     param_error_handler,
-    store_unavailable_handler,
+    store_unavailable,
+    too_costly_handler,
     validation_error_handler,
 )
 from tally.api.routes import aggregate, docs, events, filtered_events, ops
+from tally.api.stores import HllSupport, RawStore, rollup_pool
 from tally.producer import BatchProducer
 from tally.settings import Settings, get_settings
-from tally.storage import raw_events
 from tally.storage.aggregate_cache import FinalDays
+from tally.storage.aggregates import TooManyPoints
 
 STATIC = Path(__file__).parent / "static"
 
@@ -34,28 +39,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Nothing here waits for a store: the API ingests while PostgreSQL or Cassandra is down.
         app.state.settings = settings
         app.state.producer = BatchProducer(settings)
-        # Connections are checked when taken: after a PostgreSQL restart every pooled one is dead,
-        # and unchecked they each failed a request before being dropped.
-        pool = AsyncConnectionPool(
-            settings.pg_dsn, min_size=1, max_size=8, open=False, check=AsyncConnectionPool.check_connection
-        )
-        await pool.open(wait=True, timeout=30)
+        pool = rollup_pool(settings)
+        await pool.open(wait=False)
         app.state.pg = pool
-        async with pool.connection() as conn:
-            row = await (await conn.execute("select 1 from pg_extension where extname = 'hll'")).fetchone()
-            app.state.pg_has_hll = row is not None
-        cluster = raw_events.cluster(settings)
-        session = cluster.connect(settings.cassandra_keyspace)
-        app.state.raw = raw_events.RawEventReader(session, shards=settings.kafka_partitions)
+        app.state.pg_has_hll = HllSupport(pool)
+        app.state.raw = RawStore(settings)
         app.state.final_days = FinalDays()
         try:
             yield
         finally:
             app.state.producer.close()
             await pool.close()
-            cluster.shutdown()
+            app.state.raw.close()
 
     app = FastAPI(
         title="Tally",
@@ -67,8 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(ParamError, param_error_handler)
-    app.add_exception_handler(psycopg.OperationalError, store_unavailable_handler)
-    app.add_exception_handler(PoolTimeout, store_unavailable_handler)
+    for error in (TooCostly, TooManyPoints):
+        app.add_exception_handler(error, too_costly_handler)
+    # Handlers are chosen by the most specific class: a cancelled statement is an OperationalError too.
+    app.add_exception_handler(psycopg.errors.QueryCanceled, too_costly_handler)
+    for error in (psycopg.OperationalError, PoolTimeout):
+        app.add_exception_handler(error, store_unavailable("PostgreSQL"))
+    for error in (NoHostAvailable, DriverException):
+        app.add_exception_handler(error, store_unavailable("Cassandra"))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     @app.middleware("http")

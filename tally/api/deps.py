@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
+from tally.api.stores import RawStore
 from tally.producer import BatchProducer
 from tally.settings import Settings
 from tally.storage.aggregate_cache import FinalDays
-from tally.storage.raw_events import RawEventReader
 
 
 def _settings(request: Request) -> Settings:
@@ -25,11 +25,11 @@ def _pg(request: Request) -> AsyncConnectionPool:
     return request.app.state.pg
 
 
-def _has_hll(request: Request) -> bool:
-    return request.app.state.pg_has_hll
+async def _has_hll(request: Request) -> bool:
+    return await request.app.state.pg_has_hll()
 
 
-def _raw(request: Request) -> RawEventReader:
+def _raw(request: Request) -> RawStore:
     return request.app.state.raw
 
 
@@ -40,6 +40,6 @@ def _final_days(request: Request) -> FinalDays:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ProducerDep = Annotated[BatchProducer, Depends(_producer)]
 PgPoolDep = Annotated[AsyncConnectionPool, Depends(_pg)]
-RawReaderDep = Annotated[RawEventReader, Depends(_raw)]
+RawStoreDep = Annotated[RawStore, Depends(_raw)]
 HasHllDep = Annotated[bool, Depends(_has_hll)]
 FinalDaysDep = Annotated[FinalDays, Depends(_final_days)]

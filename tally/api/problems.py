@@ -27,10 +27,30 @@ async def param_error_handler(_request: Request, exc: ParamError) -> JSONRespons
     return problem(422, "Invalid parameter", str(exc), [{"field": exc.field, "message": exc.message}])
 
 
-async def store_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
-    """PostgreSQL is down or restarting: a 503 the client may retry, not a 500. Ingest does not
-    need it and keeps accepting."""
-    return problem(503, "Rollup store unavailable", f"PostgreSQL: {exc}", headers={"Retry-After": "5"})
+class TooCostly(Exception):
+    """A query would cost more than its limit: answered 422 with what to change."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+_HINT = "ask for a coarser granularity, fewer groups (group_by), fewer event types or a shorter range"
+
+
+async def too_costly_handler(_request: Request, exc: Exception) -> JSONResponse:
+    detail = getattr(exc, "message", None) or "the query ran longer than its time limit"
+    return problem(422, "Query too costly", f"{detail}; {_HINT}", [{"field": None, "message": detail}])
+
+
+def store_unavailable(store: str):
+    """A store is down or restarting: a 503 the client may retry, not a 500. Ingest needs neither
+    store and keeps accepting."""
+
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return problem(503, f"{store} unavailable", f"{store}: {exc}", headers={"Retry-After": "5"})
+
+    return handler
 
 
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:

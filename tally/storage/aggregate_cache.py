@@ -52,35 +52,45 @@ class FinalDays:
         has_hll: bool,
         final_before: datetime | None,
         revision: int | None = None,
+        max_points: int | None = None,
     ) -> bytes:
         """The `series` array of the answer, encoded: final whole days from the cache (filled on a
         miss with one query), the rest of the range from PostgreSQL. `revision`: the rollup
-        revision read with `final_before` (aggregates.stream_state); a new one empties the cache."""
+        revision read with `final_before` (aggregates.stream_state); a new one empties the cache.
+        Raises aggregates.TooManyPoints once the answer would pass `max_points`.
+
+        Other requests run between this one's awaits and may evict days or empty the cache: the
+        days this request uses are taken out of the cache before its first await, and it keeps
+        them, so neither can take one from under it."""
         if revision is not None:
             self.check_revision(revision)
         if "late_count" in q.metrics:
             # Late events keep arriving for final days (that is what late means): never cached.
-            return _encode(await aggregates.run(conn, q, has_hll, final_before))
+            return _encode(await aggregates.run(conn, q, has_hll, final_before, max_points))
         first = _ceil_day(q.start)
         last = min(_floor_day(q.end), _floor_day(final_before) if final_before else first)
         if last <= first:
-            return _encode(await aggregates.run(conn, q, has_hll, final_before))
+            return _encode(await aggregates.run(conn, q, has_hll, final_before, max_points))
         days = [first + i * DAY for i in range((last - first) // DAY)]
-        missing = [d for d in days if self._key(q, d) not in self.days]
-        fetched = await self._fill(conn, q, has_hll, final_before, missing[0], missing[-1] + DAY) if missing else {}
+        held: dict[datetime, tuple[Fragments, int]] = {}
+        for d in days:
+            entry = self.days.get(self._key(q, d))
+            if entry is not None:
+                self.days.move_to_end(self._key(q, d))
+                held[d] = entry
+        missing = [d for d in days if d not in held]
         self.misses += len(missing)
         self.hits += len(days) - len(missing)
+        budget = _Budget(max_points)
+        budget.spend(sum(n for _f, n in held.values()))
+        if missing:
+            fetched = await self._fill(conn, q, has_hll, final_before, missing[0], missing[-1] + DAY, revision, budget)
+            held.update((d, fetched[d]) for d in missing)
         # Head (before the first whole day), the days, the tail: disjoint, in time order, and split
         # at day boundaries, which are bucket boundaries for every granularity.
-        pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first)]
-        for d in days:
-            if d in fetched:  # possibly evicted already, if the budget is smaller than the range
-                pieces.append(fetched[d])
-            else:
-                key = self._key(q, d)
-                self.days.move_to_end(key)
-                pieces.append(self.days[key][0])
-        pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end))
+        pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first, budget)]
+        pieces += [held[d][0] for d in days]
+        pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end, budget))
         # One join at the end: the answer is megabytes, and each `+` or nested join copied it again
         # (a third of the request's time in py-spy).
         parts = [b"["]
@@ -94,31 +104,34 @@ class FinalDays:
         return b"".join(parts)
 
     @staticmethod
-    async def _live(conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end) -> Fragments:
+    async def _live(
+        conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end, budget: _Budget
+    ) -> Fragments:
         if start >= end:
             return {}
-        return {
-            _group_key(q, s): _encode(s["points"])[1:-1]
-            for s in await aggregates.run(conn, _within(q, start, end), has_hll, final_before)
-        }
+        series = await aggregates.run(conn, _within(q, start, end), has_hll, final_before, budget.left)
+        budget.spend(sum(len(s["points"]) for s in series))
+        return {_group_key(q, s): _encode(s["points"])[1:-1] for s in series}
 
     async def _fill(
-        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end
-    ) -> dict[datetime, Fragments]:
+        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end, revision, budget
+    ) -> dict[datetime, tuple[Fragments, int]]:
         """Query [start, end) once, split it into days, cache them; return them too."""
         by_day: dict[datetime, dict[tuple, list[dict]]] = {start + i * DAY: {} for i in range((end - start) // DAY)}
-        for s in await aggregates.run(conn, _within(q, start, end), has_hll, final_before):
+        for s in await aggregates.run(conn, _within(q, start, end), has_hll, final_before, budget.left):
             group = _group_key(q, s)
             for p in s["points"]:
                 by_day[_floor_day(p["t"])].setdefault(group, []).append(p)
         out = {}
         for day, groups in by_day.items():
             n = sum(len(points) for points in groups.values())
-            out[day] = fragments = {group: _encode(points)[1:-1] for group, points in groups.items()}
+            out[day] = entry = ({group: _encode(points)[1:-1] for group, points in groups.items()}, n)
             key = self._key(q, day)
-            if key not in self.days:
-                self.days[key] = (fragments, n)
+            # Only under the revision the data was read after: a newer one may have rewritten it.
+            if key not in self.days and (revision is None or revision == self.revision):
+                self.days[key] = entry
                 self.points += n
+        budget.spend(sum(n for _f, n in out.values()))
         while self.points > self.max_points and len(self.days) > 1:
             _key, (_f, n) = self.days.popitem(last=False)
             self.points -= n
@@ -134,6 +147,23 @@ class FinalDays:
             tuple(sorted(set(q.event_types))),
             tuple(sorted(set(q.sources))),
         )
+
+
+class _Budget:
+    """Points an answer may still take; None: no limit."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit is None else self.limit - self.used
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise aggregates.TooManyPoints(self.limit)
 
 
 def _within(q: AggregateQuery, start: datetime, end: datetime) -> AggregateQuery:

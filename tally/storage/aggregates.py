@@ -36,6 +36,14 @@ def default_granularity(start: datetime, end: datetime) -> str:
     return "1d"
 
 
+class TooManyPoints(Exception):
+    """The answer would hold more points (buckets x groups) than allowed."""
+
+    def __init__(self, limit: int):
+        self.message = f"the answer would hold more than {limit:,} points (buckets x groups)"
+        super().__init__(self.message)
+
+
 @dataclass
 class AggregateQuery:
     start: datetime
@@ -69,10 +77,15 @@ def sources(q: AggregateQuery, final_before: datetime | None) -> list[tuple[str,
 
 
 async def run(
-    conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before: datetime | None = None
+    conn: AsyncConnection,
+    q: AggregateQuery,
+    has_hll: bool,
+    final_before: datetime | None = None,
+    max_points: int | None = None,
 ) -> list[dict]:
     """Series sorted by group, points sorted by time; empty buckets omitted. `final_before`
-    (see `stream_state`) says up to where hour rows exist; without it minutes answer."""
+    (see `stream_state`) says up to where hour rows exist; without it minutes answer. Raises
+    TooManyPoints as soon as the answer passes `max_points`."""
     groups = [sql.Identifier(g) for g in q.group_by]
     if "unique_users" in q.metrics:
         users = sql.SQL("hll_cardinality(hll_union_agg(users::hll))" if has_hll else "array_agg(users)")
@@ -121,9 +134,13 @@ async def run(
     series: dict[tuple, list[dict]] = {}
     n = len(groups)
     step = GRANULARITIES[q.granularity]
+    points = 0
     async with conn.cursor() as cur:
         await cur.execute(query, params)
         async for row in cur:
+            points += 1
+            if max_points is not None and points > max_points:
+                raise TooManyPoints(max_points)
             t, key = row[0], tuple(row[1 : 1 + n])
             count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n :]
             point: dict = {"t": t}

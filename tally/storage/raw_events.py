@@ -217,18 +217,22 @@ class RawEventReader:
         )
         self._encode = msgspec.json.Encoder().encode
 
-    def page(self, q: RawQuery) -> tuple[list[bytes], Cursor | None]:
-        """One page of matching events (JSON as ingested), newest first, and the next page's cursor."""
+    def page(self, q: RawQuery, deadline: float | None = None) -> tuple[list[bytes], Cursor | None]:
+        """One page of matching events (JSON as ingested), newest first, and the next page's cursor.
+        At `deadline` (time.monotonic) the scan stops at the last whole slot: the page may then be
+        short, and its cursor goes on from there."""
         out: list[bytes] = []
         last = None
-        for ts, event in self._matching(q):
+        for ts, event in self._matching(q, deadline):
+            if event is None:  # out of time: everything at or after `ts` was looked at
+                return out, Cursor(ts - 1, "")
             if len(out) == q.limit:
                 return out, last
             out.append(self._encode(event))
             last = Cursor(ts, event.event_id)
         return out, None
 
-    def _matching(self, q: RawQuery) -> Iterator[tuple[int, Event]]:
+    def _matching(self, q: RawQuery, deadline: float | None) -> Iterator[tuple[int, Event | None]]:
         start_us, end_us = us(q.start), us(q.end) - 1
         if q.cursor is not None:
             end_us = min(end_us, q.cursor.ts_us)
@@ -248,9 +252,15 @@ class RawEventReader:
             for neg_slot, events in heapq.merge(*streams, key=lambda r: r[0]):
                 if neg_slot != current:
                     yield from self._sorted(slot_events, q, start_us, end_us)
+                    if current is not None and deadline is not None and time.monotonic() > deadline:
+                        yield -current, None
+                        return
                     slot_events, current = [], neg_slot
                 slot_events.extend((us(e.timestamp), e.event_id, e) for e in events)
             yield from self._sorted(slot_events, q, start_us, end_us)
+            if deadline is not None and time.monotonic() > deadline and hour > start_us:
+                yield hour, None
+                return
             hour -= HOUR_US
 
     def _sorted(self, items, q: RawQuery, start_us: int, end_us: int) -> Iterator[tuple[int, Event]]:

@@ -95,10 +95,41 @@ def test_kafka_unreachable_is_503_with_retry_after_and_nothing_reported_accepted
     assert "no event of this request was accepted" in r.json()["detail"]
 
 
-def test_docs_health_and_metrics_answer(api):
-    assert api.get("/healthz").json()["checks"]["postgres"] == "ok"
+def test_docs_health_readiness_and_metrics_answer(api):
+    assert api.get("/healthz").json()["status"] == "ok"
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"kafka": "ok", "postgres": "ok", "cassandra": "ok"}
     assert "/api/aggregate" in api.get("/openapi.json").json()["paths"]
     assert api.get("/docs").status_code == 200
     api.post("/api/events", json=[good(20)])
     metrics = api.get("/metrics").text
     assert "tally_api_events_accepted_total" in metrics
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"from": "0001-01-01T00:00:00+05:00", "to": "2026-11-26T01:00:00Z"}, "from"),
+        ({"from": "2026-11-26T00:00:00Z", "to": "9999-12-31T23:59:59-05:00"}, "to"),
+        ({"from": "1969-12-31T23:00:00Z", "to": "2026-11-26T01:00:00Z"}, "from"),
+        ({"from": "2026-11-26T00:00:00Z", "to": "2026-11-26T01:00:00Z", "event_type": "x" * 5000}, "event_type"),
+        ({"from": "2026-11-26T00:00:00Z", "to": "2026-11-26T01:00:00Z", "source": "a\x00b"}, "source"),
+    ],
+)
+def test_far_dates_and_impossible_filters_are_422_on_both_query_routes(api, params, field):
+    for route in ("/api/aggregate", "/api/filtered_events"):
+        p = {"event_type": "q.x", **params}
+        if field == "source" and route == "/api/filtered_events":
+            continue  # a source filter there is compared in Python, never sent to a store
+        r = api.get(route, params=p)
+        assert r.status_code == 422, (route, r.text)
+        assert r.json()["errors"][0]["field"] == field
+
+
+def test_an_aggregate_over_too_many_points_is_422_with_a_hint(api, stack):
+    r = api.get(
+        "/api/aggregate",
+        params={"from": "1970-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "granularity": "1m"},
+    )
+    assert r.status_code == 422 and "coarser granularity" in r.json()["detail"], r.text
+    assert f"{stack.max_points:,}" in r.json()["detail"]

@@ -128,3 +128,39 @@ def test_rewriting_final_days_with_a_new_revision_empties_the_cache(stack, event
     after = asyncio.run(answer(cache))
     assert after[0]["points"][0]["count"] == before[0]["points"][0]["count"] + 1
     assert after[0]["points"][1] == before[0]["points"][1]
+
+
+def test_concurrent_requests_while_days_are_evicted_and_revisions_bump_never_fail(stack, event_type):
+    # Requests interleave at every await: one fills (and evicts, the budget holding about a day)
+    # while another is between counting a day as a hit and splicing it, and the revision moves
+    # under both. Every answer must still be the direct one.
+    queries = [
+        aggregates.AggregateQuery(
+            D0 + timedelta(hours=h), D0 + timedelta(days=4), g, ["count"], ["source"], [event_type], []
+        )
+        for h in (0, 7, 30)
+        for g in ("15m", "1h")
+    ]
+    final_before = D0 + timedelta(days=4)
+
+    async def go():
+        cache = FinalDays(max_points=400)
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as direct_conn:
+            direct = [msgspec.json.encode(await aggregates.run(direct_conn, q, True, final_before)) for q in queries]
+
+        async def client(k: int) -> list[bool]:
+            async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as conn:
+                out = []
+                for i in range(12):
+                    j = (k + i) % len(queries)
+                    revision = (k * i) % 3  # requests disagree on the revision, as around a correction
+                    got = await cache.series_json(conn, queries[j], True, final_before, revision)
+                    out.append(got == direct[j])
+                return out
+
+        results = await asyncio.gather(*(client(k) for k in range(6)))
+        return cache, [ok for r in results for ok in r]
+
+    cache, oks = asyncio.run(go())
+    assert all(oks) and len(oks) == 72
+    assert cache.points <= 400 or len(cache.days) == 1

@@ -106,3 +106,33 @@ def test_rows_cassandra_refuses_are_reported_by_position_and_the_rest_is_written
     assert sorted(refused.value.positions) == [1 << 20 | i for i in range(3)]
     assert all("refused by Cassandra" in r and "Key length" in r for r in refused.value.positions.values())
     assert stored_count(session, good, start) == 5 and stored_count(session, big, start) == 2000
+
+
+def test_a_scan_out_of_time_returns_what_it_found_and_a_cursor_that_misses_and_repeats_nothing(stack, session):
+    event_type = f"raw.{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    rng = random.Random(4)
+    events = [
+        Event(f"s{i:03d}", event_type, now - timedelta(hours=rng.randrange(72), seconds=rng.randrange(3600)), "web")
+        for i in range(200)
+    ]
+    raw_events.RawEventWriter(session, stack).write(
+        RawBatch.of([(i, e, encode_event(e)) for i, e in enumerate(events)]), shard=0
+    )
+    reader = raw_events.RawEventReader(session, shards=1)
+    q = raw_events.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), limit=1000)
+    seen, pages = [], 0
+    while True:
+        bodies, cursor = reader.page(q, deadline=0.0)  # always out of time: one slot or hour per page
+        seen += [msgspec.json.decode(b)["event_id"] for b in bodies]
+        pages += 1
+        if cursor is None:
+            break
+        q.cursor = cursor
+    want = [e.event_id for e in sorted(events, key=lambda e: (-raw_events.us(e.timestamp), e.event_id))]
+    assert seen == want and pages > 100  # each page ended early, and the next went on from there
+
+    # A filter nothing matches stops at the deadline too, with a cursor, instead of scanning 31 days.
+    q = raw_events.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), source="nobody")
+    bodies, cursor = reader.page(q, deadline=0.0)
+    assert bodies == [] and cursor is not None and cursor.ts_us >= raw_events.us(now - timedelta(hours=2))

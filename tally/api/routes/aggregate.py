@@ -10,27 +10,12 @@ from fastapi import APIRouter, Query, Response
 
 from tally.api.deps import FinalDaysDep, HasHllDep, PgPoolDep, SettingsDep
 from tally.api.models import AggregateResult
-from tally.api.problems import ParamError
+from tally.api.params import comma_list, event_types, sources, time_range
+from tally.api.problems import ParamError, TooCostly
 from tally.storage import aggregates
 
 router = APIRouter(tags=["aggregates"])
 _json = msgspec.json.Encoder()
-
-
-def aware(name: str, value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ParamError(name, "must be RFC 3339 with a UTC offset, e.g. 2026-11-26T10:00:00Z")
-    return value
-
-
-def comma_list(name: str, value: str | None, allowed: tuple[str, ...], default: list[str]) -> list[str]:
-    if value is None or not value.strip():
-        return default
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if v not in allowed]
-    if unknown:
-        raise ParamError(name, f"unknown value {unknown[0]!r}; choose from {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
 
 
 @router.get("/api/aggregate", response_model=AggregateResult, summary="Aggregates over a time range")
@@ -51,28 +36,27 @@ async def get_aggregate(
     ] = None,
     group_by: Annotated[str | None, Query(description="Comma list of event_type, source.")] = None,
 ) -> Response:
-    start, end = aware("from", start), aware("to", end)
-    if end <= start:
-        raise ParamError("to", "must be after from")
+    start, end = time_range(start, end)
     if granularity is None:
         granularity = aggregates.default_granularity(start, end)
     elif granularity not in aggregates.GRANULARITIES:
         raise ParamError("granularity", f"must be one of {', '.join(aggregates.GRANULARITIES)}")
-    if (end - start) / aggregates.GRANULARITIES[granularity] > 100 * aggregates.MAX_BUCKETS:
-        raise ParamError("granularity", f"{granularity} over this range gives too many buckets; use a coarser one")
+    buckets = (end - start) / aggregates.GRANULARITIES[granularity]
+    if buckets > settings.max_points:
+        raise TooCostly(f"{granularity} over this range gives {buckets:,.0f} buckets (at most {settings.max_points:,})")
     q = aggregates.AggregateQuery(
         start=start,
         end=end,
         granularity=granularity,
         metrics=comma_list("metrics", metrics, aggregates.METRICS, ["count"]),
         group_by=comma_list("group_by", group_by, aggregates.GROUPS, []),
-        event_types=event_type,
-        sources=source,
+        event_types=event_types(event_type),
+        sources=sources(source),
     )
     async with pg.connection() as conn:
         lateness = timedelta(seconds=settings.allowed_lateness_s)
         state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
-        series = await final_days.series_json(conn, q, has_hll, state.final_before, state.revision)
+        series = await final_days.series_json(conn, q, has_hll, state.final_before, state.revision, settings.max_points)
     head = _json.encode(
         {"from": start, "to": end, "granularity": granularity, "metrics": q.metrics, "group_by": q.group_by}
     )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from tally.api.deps import RawReaderDep
+from tally.api.deps import RawStoreDep, SettingsDep
 from tally.api.models import FilteredEvents
+from tally.api.params import event_types, time_range
 from tally.api.problems import ParamError
-from tally.api.routes.aggregate import aware
 from tally.storage.raw_events import Cursor, RawQuery
 
 router = APIRouter(tags=["events"])
@@ -22,11 +23,14 @@ MAX_RANGE = timedelta(days=31)
     "/api/filtered_events",
     response_model=FilteredEvents,
     summary="Raw events matching filters",
-    description="Filter further with `attr.<key>=<value>` (repeatable; all must match).",
+    description="Filter further with `attr.<key>=<value>` (repeatable; all must match). A page may hold fewer"
+    " than `limit` events when the scan's time budget ran out first: the list ends only where `next_cursor` is"
+    " null.",
 )
 async def get_filtered_events(
     request: Request,
-    raw: RawReaderDep,
+    raw: RawStoreDep,
+    settings: SettingsDep,
     event_type: Annotated[list[str], Query(description="Event types to return (required, repeatable).")],
     start: Annotated[datetime, Query(alias="from", description="RFC 3339 with offset (inclusive).")],
     end: Annotated[
@@ -37,11 +41,8 @@ async def get_filtered_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Response:
-    start, end = aware("from", start), aware("to", end)
-    if end <= start:
-        raise ParamError("to", "must be after from")
-    if end - start > MAX_RANGE:
-        raise ParamError("to", "must be at most 31 days after from")
+    start, end = time_range(start, end, MAX_RANGE)
+    types = event_types(event_type)
     attrs = {}
     for key, value in request.query_params.multi_items():
         if key.startswith("attr."):
@@ -55,8 +56,9 @@ async def get_filtered_events(
         after = Cursor.decode(cursor) if cursor else None
     except Exception as e:
         raise ParamError("cursor", "not a cursor this API returned") from e
-    q = RawQuery(list(dict.fromkeys(event_type)), start, end, source, user_id, attrs, limit, after)
-    bodies, next_cursor = await run_in_threadpool(raw.page, q)
+    q = RawQuery(types, start, end, source, user_id, attrs, limit, after)
+    deadline = time.monotonic() + settings.scan_budget_s
+    bodies, next_cursor = await run_in_threadpool(lambda: raw.reader().page(q, deadline))
     nxt = f'"{next_cursor.encode()}"'.encode() if next_cursor else b"null"
     payload = b'{"events":[' + b",".join(bodies) + b'],"next_cursor":' + nxt + b"}"
     return Response(payload, media_type="application/json")

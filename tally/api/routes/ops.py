@@ -5,24 +5,34 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from tally.api.deps import PgPoolDep
+from tally.api.deps import PgPoolDep, ProducerDep, RawStoreDep
 from tally.api.models import Health
+from tally.api.stores import readiness
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness and database reachability")
-async def healthz(pg: PgPoolDep) -> Health:
-    checks = {}
-    try:
-        async with pg.connection(timeout=2) as conn:
-            await conn.execute("select 1")
-        checks["postgres"] = "ok"
-    except Exception as e:  # reported, not raised: the API still ingests while PostgreSQL is down
-        checks["postgres"] = f"error: {e}"
-    return Health(status="ok", checks=checks)
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    """For a supervisor or Kubernetes' liveness probe: no store is asked, so a store outage never
+    gets the API restarted (it still ingests while PostgreSQL or Cassandra is down)."""
+    return Health(status="ok", checks={})
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: Kafka, PostgreSQL and Cassandra answer",
+    responses={503: {"description": "A store does not answer; `checks` says which and why.", "model": Health}},
+)
+async def readyz(pg: PgPoolDep, raw: RawStoreDep, producer: ProducerDep) -> JSONResponse:
+    checks = await readiness(pg, raw, producer)
+    ready = all(v == "ok" for v in checks.values())
+    body = Health(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics of every API worker")
