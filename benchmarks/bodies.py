@@ -4,6 +4,7 @@ stamped with a fresh batch id and the current second by two bytes.replace calls.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import UTC, datetime
 
 import msgspec
@@ -34,12 +35,25 @@ class BodyFactory:
             self.templates.append(b"\n".join(lines))
         self.events_per_body = events_per_body
         self.counter = itertools.count()
+        # Events of each template per (event_type, source): every event of a body is in one second.
+        self.template_cells = [
+            Counter((e["event_type"], e["source"]) for e in map(msgspec.json.decode, t.split(b"\n")))
+            for t in self.templates
+        ]
 
     def next(self) -> bytes:
         n = next(self.counter)
         second = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
         t = self.templates[n % len(self.templates)]
         return t.replace(_BATCH, f"{self.prefix}-{n}".encode()).replace(_SECOND, second)
+
+    def cells(self, body: bytes) -> Counter:
+        """A body's events per (minute "YYYY-MM-DDTHH:MM", event_type, source), from its first line
+        alone: which template it was stamped from and with which second."""
+        first = msgspec.json.decode(body[: body.index(b"\n")] if b"\n" in body else body)
+        n = int(first["event_id"].rsplit("-", 2)[-2])
+        minute = first["timestamp"][:16]
+        return Counter({(minute, *key): c for key, c in self.template_cells[n % len(self.templates)].items()})
 
     @property
     def event_types(self) -> list[str]:

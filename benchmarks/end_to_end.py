@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,15 +16,22 @@ from tally.loadgen import post_bodies
 from tally.settings import Settings
 
 
-def counted(client: httpx.Client, types: list[str], start: datetime) -> int:
+def counted(client: httpx.Client, types: list[str], start: datetime) -> Counter:
+    """Events counted per (minute, event_type, source)."""
     params = [
         ("from", (start - timedelta(minutes=2)).isoformat()),
         ("to", (datetime.now(UTC) + timedelta(minutes=2)).isoformat()),
-        ("granularity", "1h"),
+        ("granularity", "1m"),
+        ("group_by", "event_type,source"),
     ]
     params += [("event_type", t) for t in types]
     body = client.get("/api/aggregate", params=params).json()
-    return sum(p["count"] for s in body["series"] for p in s["points"])
+    out: Counter = Counter()
+    for s in body["series"]:
+        for p in s["points"]:
+            minute = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+            out[(minute, s["group"]["event_type"], s["group"]["source"])] += p["count"]
+    return out
 
 
 def run(
@@ -40,22 +48,29 @@ def run(
     base = f"http://127.0.0.1:{settings.api_port}"
     start = datetime.now(UTC)
     sampler = Sampler()
-    stats = asyncio.run(
-        post_bodies(f"{base}/api/events", factory.next, events_per_body, rate, duration_s, concurrency, gzipped=False)
-    )
+    truth: Counter = Counter()
+
+    def accepted(body: bytes) -> None:
+        truth.update(factory.cells(body))
+
+    url = f"{base}/api/events"
+    send = post_bodies(url, factory.next, events_per_body, rate, duration_s, concurrency, False, accepted)
+    stats = asyncio.run(send)
     sent_done = time.monotonic()
     with httpx.Client(base_url=base, timeout=60) as client:
-        n = counted(client, types, start)
-        while n < stats.accepted and time.monotonic() - sent_done < drain_timeout_s:
+        cells = counted(client, types, start)
+        while cells.total() < stats.accepted and time.monotonic() - sent_done < drain_timeout_s:
             time.sleep(0.5)
-            n = counted(client, types, start)
+            cells = counted(client, types, start)
     drain = time.monotonic() - sent_done
     usage = sampler.stop()
     return {
         "e2e_seconds_sending": round(stats.seconds, 1),
         "e2e_accepted": stats.accepted,
-        "e2e_counted": n,
-        "e2e_exact": n == stats.accepted,
+        "e2e_counted": cells.total(),
+        # Exact: every (minute, event_type, source) cell equals what the accepted bodies held.
+        "e2e_exact": cells == truth,
+        "e2e_cells": len(truth),
         "e2e_drain_after_send_s": round(drain, 1),
         "e2e_events_per_s": round(stats.accepted / (stats.seconds + drain)),
         "e2e_responses": str(stats.statuses),

@@ -78,8 +78,10 @@ async def post_bodies(
     duration_s: float,
     concurrency: int = 8,
     gzipped: bool = True,
+    on_accepted: Callable[[bytes], None] | None = None,
 ) -> SendStats:
-    """Post bodies from `next_body()` for `duration_s`, at `rate` events/s (None: as fast as possible)."""
+    """Post bodies from `next_body()` for `duration_s`, at `rate` events/s (None: as fast as possible);
+    `on_accepted(body)` for each body answered 202."""
     stats = SendStats()
     headers = {"Content-Type": "application/x-ndjson"}
     if gzipped:
@@ -110,6 +112,8 @@ async def post_bodies(
             stats.sent += events_per_body
             if r.status_code == 202:
                 stats.accepted += r.json()["accepted"]
+                if on_accepted is not None:
+                    on_accepted(body)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:

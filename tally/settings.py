@@ -107,6 +107,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as the TALLY_* variable that sets it: Tally's own processes are started
+        with these, so they run with exactly the settings of whoever started them."""
+        return {f"TALLY_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+
     @property
     def kafka_topics(self) -> tuple[str, ...]:
         return (self.events_topic, self.dlq_topic, self.late_topic)

@@ -35,7 +35,7 @@ class Supervised(Service):
         argv = [sys.executable, "-m", "tally.stack.supervise", "--pids-file", str(self.children_file)]
         for child in self.children():
             argv += ["--child", json.dumps(child)]
-        return Launch(argv, env=self.env())
+        return Launch(argv, env={**self.settings.as_env(), **self.env()})
 
     def pids(self) -> list[int]:
         return [p for p in self._listed() if pid_alive(p)]

@@ -1,7 +1,10 @@
-"""A run of events through the API while something breaks, and the checks against what was accepted.
+"""A run of events through an API while something breaks, and the checks against what was accepted.
 
-The ledger is the bodies the API answered 202 for: those events, each once, must be counted in
-the minute rollups and stored in Cassandra; nothing else may be.
+The ledger is the bodies the API answered 202 for: those events, each once, must be counted in the
+rollups and stored in Cassandra; nothing else may be. Counted means every metric: count, sum, min,
+max and unique users, per minute and per hour row. So the run's event times straddle an hour
+boundary in the past, on a pipeline of its own (tests.faults.pipeline), and a last body moves every
+partition two hours on: both hours close and their hour rows are written, under whatever broke.
 """
 
 from __future__ import annotations
@@ -11,22 +14,27 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
-from datetime import datetime, timedelta
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tally.storage import raw_events
+from tally.producer import partition_of
+from tally.storage import raw_events, rollups
 from tally.storage.reconcile import reconcile
-from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
+from tests.e2e.conftest import iso, wait_for
 
 TYPES = ["a", "b", "c", "d"]
+METRICS = ["count", "sum", "min", "max", "unique_users"]
+# Fewer users than the sketch's exact range (160 a cell), so unique_users has an exact truth too.
+USERS = 150
+Cells = dict[tuple[str, str, str], tuple]  # (minute or hour "YYYY-MM-DDTHH:MM", type, source) -> metrics
 
 
 class Run:
     def __init__(
         self,
-        settings,
+        pipeline,
         events: int,
         rate: float,
         copies: float = 0.05,
@@ -34,13 +42,15 @@ class Run:
         spread_s: int = 120,
         late: float = 0.0,
     ):
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.api_port}"
+        self.settings = pipeline
+        self.url = f"http://127.0.0.1:{pipeline.api_port}"
         self.rate = rate
         self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
-        self.start, self.end = recent_window()
-        self.spread_us = spread_s * 1_000_000  # event times fall in the window's first spread_s
-        # A fraction of events half an hour old: far beyond the allowed lateness, for the ledger.
+        # Yesterday, on an hour: the run's on-time events fall either side of it.
+        self.boundary = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+        self.start = self.boundary - timedelta(seconds=spread_s // 2)
+        self.spread_us = spread_s * 1_000_000
+        # A fraction of events half an hour before the run: far beyond the allowed lateness.
         self.late_start = self.start - timedelta(minutes=30)
         rng = random.Random(seed)
         n_late = int(events * late)
@@ -52,22 +62,62 @@ class Run:
         self.bodies = [b"\n".join(stream[i : i + 1000]) for i in range(0, len(stream), 1000)]
         self.accepted: list[bytes] = []
         self.refused = 0
+        self.framing = 0  # events of the opening and closing bodies, counted like the rest
         self._lock = threading.Lock()
         self._senders: list[threading.Thread] = []
 
-    def _event(self, i: int, rng: random.Random, start: datetime) -> bytes:
+    def _event(self, i: int, rng: random.Random, start: datetime, event_id: str | None = None) -> bytes:
         return json.dumps(
             {
-                "event_id": f"{self.run_id}-{i}",
+                "event_id": event_id or f"{self.run_id}-{i}",
                 "event_type": f"{self.run_id}.{rng.choice(TYPES)}",
                 "timestamp": iso(start + timedelta(microseconds=rng.randrange(self.spread_us))),
                 "source": rng.choice(["web", "ios", "api"]),
-                "user_id": f"u{rng.randrange(1000)}",
-                "value": rng.randrange(100),
+                "user_id": f"u{rng.randrange(USERS)}",
+                "value": rng.randrange(-50, 100) + rng.choice([0, 0.5, 0.25]),
             }
         ).encode()
 
+    def _every_partition(self, name: str, at: datetime) -> bytes:
+        """A body with events in every partition, all at `at`, each partition's watermark moves there."""
+        rng = random.Random(name)
+        lines, covered, i = [], set(), 0
+        while len(covered) < self.settings.kafka_partitions or len(lines) < 40:
+            event_id = f"{self.run_id}-{name}-{i}"
+            covered.add(partition_of(event_id, self.settings.kafka_partitions))
+            event = json.loads(self._event(i, rng, at, event_id))
+            event["timestamp"] = iso(at)
+            lines.append(json.dumps(event).encode())
+            i += 1
+        self.framing += len(lines)
+        return b"\n".join(lines)
+
     # ---- sending ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Every partition's watermark at the end of the run's window first, so its late events
+        are late wherever they land."""
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            self._post_until_accepted(client, self._every_partition("open", self.end))
+
+        def moved() -> bool:
+            wm = self._answer("1m", ["count"], self.start, self.end + timedelta(minutes=1)).get("watermark")
+            return wm is not None and datetime.fromisoformat(wm) >= self.end
+
+        wait_for(moved, 60, "every partition's watermark at the run's window")
+
+    def close(self) -> None:
+        """Every partition two hours on: the run's hours close and their hour rows are written."""
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            self._post_until_accepted(client, self._every_partition("close", self.closing))
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(microseconds=self.spread_us)
+
+    @property
+    def closing(self) -> datetime:
+        return self.boundary + timedelta(hours=2)
+
     def start_sending(self, connections: int = 2) -> None:
         t0 = time.monotonic()
         self._senders = [
@@ -88,55 +138,98 @@ class Run:
         with httpx.Client(base_url=self.url, timeout=60) as client:
             sent = 0
             for body in bodies:
-                # As a client should: a refused body is sent again until accepted. It may have
-                # reached Kafka anyway (the answer, not the write, failed): the copies that
-                # then arrive are the dataflow's to drop.
-                for _attempt in range(120):
-                    try:
-                        r = client.post("/api/events", content=body, headers={"Content-Type": "application/x-ndjson"})
-                        ok = r.status_code == 202
-                    except httpx.HTTPError:
-                        ok = False
-                    with self._lock:
-                        if ok:
-                            self.accepted.append(body)
-                            break
-                        self.refused += 1
-                    time.sleep(1)
+                self._post_until_accepted(client, body)
                 sent += body.count(b"\n") + 1
                 ahead = sent / (self.rate / connections) - (time.monotonic() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
 
+    def _post_until_accepted(self, client: httpx.Client, body: bytes) -> None:
+        # As a client should: a refused body is sent again until accepted. It may have reached
+        # Kafka anyway (the answer, not the write, failed): the copies that then arrive are the
+        # dataflow's to drop.
+        for _attempt in range(120):
+            try:
+                r = client.post("/api/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+                ok = r.status_code == 202
+            except httpx.HTTPError:
+                ok = False
+            with self._lock:
+                if ok:
+                    self.accepted.append(body)
+                    return
+                self.refused += 1
+            time.sleep(1)
+        raise AssertionError("a body was refused for two minutes")
+
     # ---- checking -----------------------------------------------------------------------------
-    def truth(self, late: bool = False) -> tuple[Counter, set[str]]:
-        """Distinct accepted events per (minute, type, source), on time (or late), and every id."""
-        cells: Counter = Counter()
+    def truth(self, late: bool = False, width: str = "minute") -> tuple[Cells, set[str]]:
+        """Every metric of the distinct accepted events per (minute or hour, type, source), on time
+        (or late: count only), and every id."""
+        cells: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None, None, set()])
         ids: set[str] = set()
         cut = iso(self.start)[:19]  # to the second: ".5Z" sorts before "Z"
         for body in self.accepted:
             for line in body.split(b"\n"):
                 e = json.loads(line)
-                if e["event_id"] not in ids:
-                    ids.add(e["event_id"])
-                    if (e["timestamp"][:19] < cut) == late:
-                        cells[(e["timestamp"][:16], e["event_type"], e["source"])] += 1
-        return cells, ids
+                if e["event_id"] in ids:
+                    continue
+                ids.add(e["event_id"])
+                if (e["timestamp"][:19] < cut) != late:
+                    continue
+                t = e["timestamp"][:16] if width == "minute" else e["timestamp"][:13] + ":00"
+                c = cells[(t, e["event_type"], e["source"])]
+                v = e["value"]
+                c[0] += 1
+                c[1] += v
+                c[2] = v if c[2] is None else min(c[2], v)
+                c[3] = v if c[3] is None else max(c[3], v)
+                c[4].add(e["user_id"])
+        if late:
+            return {k: (c[0],) for k, c in cells.items()}, ids
+        return {k: (c[0], c[1], c[2], c[3], len(c[4])) for k, c in cells.items()}, ids
 
-    def counted(self, metric: str = "count") -> Counter:
-        start, end = (self.late_start, self.start) if metric == "late_count" else (self.start, self.end)
-        params = [("from", iso(start)), ("to", iso(end)), ("granularity", "1m"), ("metrics", metric)]
-        params += [("group_by", "event_type,source")] + [("event_type", f"{self.run_id}.{t}") for t in TYPES]
+    def _answer(self, granularity: str, metrics: list[str], start: datetime, end: datetime) -> dict:
+        params = [("from", iso(start)), ("to", iso(end)), ("granularity", granularity)]
+        params += [("metrics", ",".join(metrics)), ("group_by", "event_type,source")]
+        params += [("event_type", f"{self.run_id}.{t}") for t in TYPES]
         r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
         if r.status_code == 503:  # the rollup store is still coming back
-            return Counter()
+            return {"series": []}
         assert r.status_code == 200, r.text
-        return minute_cells(r.json(), metric)
+        return r.json()
+
+    def counted(self, granularity: str = "1m", late: bool = False) -> Cells:
+        """What /api/aggregate answers, cell by cell, in the shape of `truth`."""
+        if late:
+            body = self._answer(granularity, ["late_count"], self.late_start.replace(second=0), self.start)
+            metrics = ["late_count"]
+        else:
+            body = self._answer(granularity, METRICS, self.start.replace(minute=0), self.closing + timedelta(hours=1))
+            metrics = METRICS
+        out = {}
+        for s in body["series"]:
+            for p in s["points"]:
+                if p[metrics[0]]:
+                    t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+                    out[(t, s["group"]["event_type"], s["group"]["source"])] = tuple(p[m] for m in metrics)
+        return out
+
+    def hour_rows(self) -> Cells:
+        """The hour rows themselves, all partitions merged: written only when an hour closes."""
+        with rollups.connect(self.settings) as conn:
+            rows = conn.execute(
+                "select bucket, event_type, source, sum(event_count), sum(value_sum), min(value_min),"
+                " max(value_max), hll_cardinality(hll_union_agg(users::hll))::bigint from rollup_1h"
+                " where event_type like %s group by 1, 2, 3",
+                (f"{self.run_id}.%",),
+            ).fetchall()
+        return {(b.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"), t, s): tuple(v) for b, t, s, *v in rows}
 
     def wait_exact(self, timeout_s: float = 300) -> float:
-        """Seconds until the rollups equal the ledger; on timeout, by how much they differ."""
+        """Seconds until every minute's metrics equal the ledger's; on timeout, by how much they differ."""
         truth, _ids = self.truth()
-        last: list[Counter] = [Counter()]
+        last: list[Cells] = [{}]
 
         def exact() -> bool:
             last[0] = self.counted()
@@ -145,10 +238,14 @@ class Run:
         try:
             return wait_for(exact, timeout_s=timeout_s, what="rollups equal to what was accepted")
         except AssertionError:
-            over = sum(max(0, last[0][k] - truth[k]) for k in truth | last[0])
-            under = sum(max(0, truth[k] - last[0][k]) for k in truth | last[0])
+            got = Counter({k: v[0] for k, v in last[0].items()})
+            want = Counter({k: v[0] for k, v in truth.items()})
+            over = sum((got - want).values())
+            under = sum((want - got).values())
+            wrong = sum(1 for k in truth if k in last[0] and last[0][k] != truth[k])
             raise AssertionError(
-                f"counted {sum(last[0].values())} of {sum(truth.values())} accepted: {over} over, {under} under"
+                f"counted {got.total()} of {want.total()} accepted: {over} over, {under} under;"
+                f" {wrong} cells with a metric off"
             ) from None
 
     def stored(self) -> Counter:
@@ -159,8 +256,8 @@ class Run:
                 cluster.connect(self.settings.cassandra_keyspace), self.settings.kafka_partitions
             )
             out: Counter = Counter()
-            hour = self.late_start.replace(minute=0)
-            while hour < self.end:
+            hour = self.late_start.replace(minute=0, second=0, microsecond=0)
+            while hour <= self.closing:
                 for t in TYPES:
                     out.update(e.event_id for e in reader.hour(f"{self.run_id}.{t}", raw_events.us(hour)))
                 hour += timedelta(hours=1)
@@ -169,17 +266,23 @@ class Run:
             cluster.shutdown()
 
     def mismatches(self) -> list:
-        found = reconcile(self.settings, self.late_start, self.end, [f"{self.run_id}.{t}" for t in TYPES])
+        found = reconcile(self.settings, self.late_start, self.closing, [f"{self.run_id}.{t}" for t in TYPES])
         return [m for m in found if m.event_type.startswith(self.run_id)]  # other tests' types may share the hour
 
     def check_everything(self) -> dict:
-        """Rollups exact, each accepted event stored once, reconciliation clean: the figures."""
+        """Every metric exact per minute and per hour row, each late event in the ledger, each
+        accepted event stored once, reconciliation clean: the figures."""
         waited = self.wait_exact()
         time.sleep(3)  # and they stay so
         truth, ids = self.truth()
         assert self.counted() == truth
+        hours, _ids = self.truth(width="hour")
+        closed = {k: v for k, v in hours.items() if k[0] < iso(self.closing)[:16]}
+        assert self.hour_rows() == closed  # written for the closed hours, and only for them
+        assert {k: v for k, v in self.counted("1h").items() if k in closed} == closed
+        assert len({k[0] for k in closed}) == 2  # both hours either side of the boundary
         late, _ids = self.truth(late=True)
-        assert self.counted("late_count") == late  # every late one in the ledger, in its own minute
+        assert self.counted(late=True) == late  # every late one in the ledger, in its own minute
         stored = self.stored()
         assert set(stored) == ids
         twice = sum(n - 1 for n in stored.values())
@@ -188,7 +291,9 @@ class Run:
         return {
             "accepted": len(ids),
             "copies_sent": self.copies,
-            "late_ledgered": sum(late.values()),
+            "late_ledgered": sum(v[0] for v in late.values()),
+            "minute_cells_exact": len(truth),
+            "hour_rows_exact": len(closed),
             "refused_then_resent": self.refused,
             "exact_after_s": round(waited),
             "mismatches": 0,

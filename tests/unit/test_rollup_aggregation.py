@@ -237,5 +237,3 @@ def test_merging_accumulators_equals_accumulating_everything(items, cut):
         whole.value_max,
     )
     assert left.users.to_bytes() == whole.users.to_bytes()
-
-
