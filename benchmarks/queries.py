@@ -16,10 +16,10 @@ import httpx
 
 from benchmarks.common import background_load, pct, report
 from tally.events.schema import Event, encode_event
-from tally.rollup import RawBatch
+from tally.flush import RawBatch
 from tally.settings import Settings, get_settings
 from tally.sketch import Hll, hash_user
-from tally.storage import raw_events, rollups
+from tally.storage import raw_events, raw_writer, rollup_store
 
 
 def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int, partitions: int) -> int:
@@ -36,7 +36,7 @@ def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int,
     )
     hours = []
     n = 0
-    with rollups.connect(settings) as conn, conn.cursor() as cur:
+    with rollup_store.connect(settings) as conn, conn.cursor() as cur:
         with cur.copy(f"copy rollup_1m {cols} from stdin") as copy:
             for s in range(series):
                 et, src = f"{prefix}.type{s // 4}", ["web", "ios", "android", "backend"][s % 4]
@@ -67,7 +67,7 @@ def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int,
         with cur.copy(f"copy rollup_1h {cols} from stdin") as copy:
             for row in hours:
                 copy.write_row(row)
-        rollups.bump_revision(conn)  # the days seeded were final already: API workers may have them cached
+        rollup_store.bump_revision(conn)  # the days seeded were final already: API workers may have them cached
         conn.commit()
     return n + len(hours)
 
@@ -75,7 +75,7 @@ def seed_rollups(settings, prefix: str, start: datetime, days: int, series: int,
 def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
     cluster = raw_events.cluster(settings)
     try:
-        writer = raw_events.RawEventWriter(cluster.connect(settings.cassandra_keyspace), settings)
+        writer = raw_writer.RawEventWriter(cluster.connect(settings.cassandra_keyspace), settings)
         rng = random.Random(2)
         events = [
             Event(

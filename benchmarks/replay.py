@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from tally.aggregator import PartitionAggregator
 from tally.events.decode import decode_messages
-from tally.rollup import PartitionAggregator, seconds_of
+from tally.flush import seconds_of
 from tally.runtime import tune_gc
 
 DAY_RATE = 10_000_000_000 / 86400

@@ -18,10 +18,11 @@ from bytewax.operators import StatefulLogic
 
 from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
+from tally.aggregator import PartitionAggregator
 from tally.dedup import SeenIds
 from tally.events.decode import decode_messages
 from tally.events.schema import Event
-from tally.rollup import LINE_BITS, Flush, PartitionAggregator, RawBatch, position, seconds_of
+from tally.flush import LINE_BITS, Flush, RawBatch, position, seconds_of
 
 MAX_LINES = 1 << LINE_BITS  # events a message can hold and still give each a distinct position
 

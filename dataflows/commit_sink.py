@@ -27,11 +27,12 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
 from dataflows import metrics
+from tally.cells import BUCKET_S, HOUR_S, RollupRow, hour_of
 from tally.events.schema import Event, encode_event
-from tally.rollup import BUCKET_S, HOUR_S, LINE_BITS, Flush, RollupRow, hour_of
+from tally.flush import LINE_BITS, Flush
 from tally.settings import Settings
-from tally.storage import raw_events, refused, rollups
-from tally.storage.raw_events import RefusedRows
+from tally.storage import raw_events, raw_writer, refused, rollup_store
+from tally.storage.raw_writer import RefusedRows
 
 log = logging.getLogger("tally.dataflow.commit")
 # A dead letter carries the line as it came, up to this much (a Kafka message is at most 1 MiB;
@@ -55,10 +56,10 @@ class CommitSink(DynamicSink[Flush]):
 class CommitPartition(StatelessSinkPartition[Flush]):
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.pg = rollups.connect(settings)
+        self.pg = rollup_store.connect(settings)
         self.cluster = raw_events.cluster(settings)
         self.session = self.cluster.connect(settings.cassandra_keyspace)
-        self.raw = raw_events.RawEventWriter(self.session, settings)
+        self.raw = raw_writer.RawEventWriter(self.session, settings)
         self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all", "log_level": 3}
         )
@@ -99,7 +100,7 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         if store != "postgres" or not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
             return {}
         try:
-            rows, late = rollups.refused_parts(self._connection(), self.settings.events_topic, flush)
+            rows, late = rollup_store.refused_parts(self._connection(), self.settings.events_topic, flush)
         except psycopg.Error:
             return {}  # the database went away meanwhile: retry as for an outage
         found = _positions_in(flush, rows)
@@ -128,19 +129,19 @@ class CommitPartition(StatelessSinkPartition[Flush]):
             first & ((1 << LINE_BITS) - 1),
             positions[first],
         )
-        with rollups.connect(self.settings, autocommit=True) as conn:
+        with rollup_store.connect(self.settings, autocommit=True) as conn:
             refused.record(conn, self.settings.events_topic, flush.partition, positions)
         raise RefusedEvents(f"partition {flush.partition}: {len(positions)} events refused by {store}")
 
     def _connection(self) -> psycopg.Connection:
         if self.pg.closed:
-            self.pg = rollups.connect(self.settings)
+            self.pg = rollup_store.connect(self.settings)
         return self.pg
 
     def _commit(self, flush: Flush) -> None:
         conn = self._connection()
         try:
-            rollups.write_flush(conn, self.settings.events_topic, flush)
+            rollup_store.write_flush(conn, self.settings.events_topic, flush)
         except Exception:
             conn.close()  # reconnect on the next try: the transaction was rolled back
             raise

@@ -3,7 +3,7 @@
 Each item is a whole Kafka batch, not one event: the aggregation then runs over the batch in one
 call, which keeps Bytewax's per-item overhead off the per-event path. The resume position is not
 Bytewax's snapshot but the offset committed in PostgreSQL together with the rollups (see
-tally.storage.rollups), so position and results can never disagree.
+tally.storage.rollup_store), so position and results can never disagree.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from tally.rollup import Acc, Key
+from tally.cells import Acc, Key
 from tally.settings import Settings
-from tally.storage import refused, rollups
+from tally.storage import refused, rollup_store
 
 
 @dataclass
@@ -74,10 +74,10 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         self.partition = partition
         self.key = str(partition)
         self.topic = settings.events_topic
-        with rollups.connect(settings, autocommit=True) as conn:
-            rollups.apply_schema(conn)
+        with rollup_store.connect(settings, autocommit=True) as conn:
+            rollup_store.apply_schema(conn)
             lateness = settings.allowed_lateness_s
-            next_offset, watermark, cells = rollups.load_partition(conn, self.topic, partition, lateness)
+            next_offset, watermark, cells = rollup_store.load_partition(conn, self.topic, partition, lateness)
             refused_here = refused.load(conn, self.topic, partition, next_offset or 0)
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING

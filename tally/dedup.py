@@ -13,7 +13,7 @@ whole (no per-key deletes). So an id is remembered for at least `horizon_s` and 
 that.
 
 Crash safety without a transaction across RocksDB and PostgreSQL: each id is stored with the
-stream position of its first copy (tally.rollup.position: the same every time a message is read
+stream position of its first copy (tally.flush.position: the same every time a message is read
 again). A copy is a duplicate only if its position is after the stored one. After a crash the
 dataflow re-reads from the offset committed with the rollups; ids it had already stored from that
 tail come back at the very same positions and are kept again, not dropped. Ids are written with

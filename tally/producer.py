@@ -21,7 +21,7 @@ from confluent_kafka import KafkaException, Producer
 
 from tally.settings import Settings
 
-# Events per message: the dataflow numbers an event offset << LINE_BITS | line (tally.rollup.position).
+# Events per message: the dataflow numbers an event offset << LINE_BITS | line (tally.flush.position).
 MAX_EVENTS_PER_MESSAGE = 1000
 # Well under Kafka's default 1 MiB message limit, whatever the events' sizes.
 MAX_MESSAGE_BYTES = 512 * 1024

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tally.settings import Settings
 from tally.storage import raw_events
-from tally.storage.raw_events import RawEventReader
+from tally.storage.raw_reader import RawEventReader
 
 # How long a request waits for a PostgreSQL connection before it is answered 503.
 POOL_WAIT_S = 5.0

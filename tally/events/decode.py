@@ -68,11 +68,6 @@ def ndjson_lines(body: bytes) -> list[bytes]:
     return lines
 
 
-def decode_ndjson(body: bytes, not_after: datetime | None = None) -> tuple[list[Event], list[EventError]]:
-    """Decode newline-delimited JSON: one event per non-empty line; a malformed line rejects that line only."""
-    return decode_messages(ndjson_lines(body), not_after)
-
-
 def decode_messages(items: list[bytes], not_after: datetime | None = None) -> tuple[list[Event], list[EventError]]:
     """Decode one JSON event per item (NDJSON lines, Kafka message values) in a single msgspec call;
     only if that fails, item by item to find the bad ones. Errors carry the item's index."""

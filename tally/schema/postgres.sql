@@ -45,7 +45,7 @@ create index if not exists late_events_bucket on late_events (event_type, bucket
 -- from then on it is in `count`, no longer in `late_count`.
 alter table late_events add column if not exists folded_at timestamptz;
 create index if not exists late_events_unfolded on late_events (kafka_partition, bucket) where folded_at is null;
--- The stream position (tally.rollup.position) of the ledgered copy, and whether the correction step
+-- The stream position (tally.flush.position) of the ledgered copy, and whether the correction step
 -- found it to be a copy of an event already stored earlier (beyond the dedup horizon): such a row
 -- is marked folded without being added to the rollups.
 alter table late_events add column if not exists position bigint;
@@ -79,7 +79,7 @@ create table if not exists stream_offsets (
 create table if not exists refused_positions (
     topic text not null,
     kafka_partition integer not null,
-    position bigint not null,  -- tally.rollup.position: Kafka offset << 10 | line
+    position bigint not null,  -- tally.flush.position: Kafka offset << 10 | line
     reason text not null,
     recorded_at timestamptz not null default now(),
     primary key (topic, kafka_partition, position)

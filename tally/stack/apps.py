@@ -140,9 +140,7 @@ class Dataflow(Supervised):
 
     def children(self) -> list[list[str]]:
         n = self.settings.dataflow_processes
-        return [
-            [sys.executable, "-m", "dataflows.rollups", "--process", str(i), "--processes", str(n)] for i in range(n)
-        ]
+        return [[sys.executable, "-m", "dataflows.flow", "--process", str(i), "--processes", str(n)] for i in range(n)]
 
     def probe(self) -> bool:
         ports = [self.port + i for i in range(self.settings.dataflow_processes)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tally.stack.install import apt_install, say
 from tally.stack.service import Launch, Service, StackError
-from tally.storage import rollups
+from tally.storage import rollup_store
 
 DEBIAN_PACKAGES = ["postgresql-15", "postgresql-15-hll"]
 # Optional extensions the rollups can use when installed (hll: mergeable unique-user sketches).
@@ -167,7 +167,7 @@ class Postgres(Service):
                 if ext in available:
                     conn.execute(f"create extension if not exists {ext}")
             # The API may answer queries before the dataflow's first start creates the tables.
-            rollups.apply_schema(conn)
+            rollup_store.apply_schema(conn)
 
     def extensions(self) -> list[str]:
         with self._connect(self.settings.pg_database) as conn:

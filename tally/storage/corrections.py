@@ -31,9 +31,9 @@ from datetime import datetime
 
 import psycopg
 
-from tally.rollup import BUCKET_S, HOUR_S, Acc, RollupRow, hour_of
+from tally.cells import BUCKET_S, HOUR_S, Acc, RollupRow, hour_of
 from tally.settings import Settings
-from tally.storage import late_copies, rollups
+from tally.storage import late_copies, rollup_store
 
 _PENDING = """
 select l.event_id, l.bucket, l.event_type, l.source, l.kafka_partition, l.event, l.position,
@@ -53,7 +53,7 @@ where raw_drop_from is not null and raw_fixed_at is null
 order by event_id
 limit %s
 """
-# Held by whoever rewrites raw pieces (any constant other than rollups.SCHEMA_LOCK): two runs
+# Held by whoever rewrites raw pieces (any constant other than rollup_store.SCHEMA_LOCK): two runs
 # rewriting one piece from their own reads would each put back the id the other took out.
 _RAW_FIX_LOCK = 0x7461_6C72
 
@@ -75,7 +75,7 @@ def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None
     `topic`: whose partition watermarks decide what is closed (default: the events topic).
     Before returning, raw storage is put right for every row folded so far, by this run or one
     that died."""
-    with rollups.connect(settings) as conn:
+    with rollup_store.connect(settings) as conn:
         folded = _fold(conn, settings, limit, topic or settings.events_topic)
         _fix_raw(conn, settings, limit)
     return folded
@@ -95,7 +95,7 @@ def _fold(conn: psycopg.Connection, settings: Settings, limit: int, topic: str) 
         _add_cells(conn, cells)
         _mark_folded(conn, rows, decisions)
         if cells:
-            rollups.bump_revision(conn)
+            rollup_store.bump_revision(conn)
         return Folded(sum(acc.count for acc in cells.values()), len(cells), len(decisions.duplicates))
 
 
@@ -172,6 +172,6 @@ def _second(timestamp: str) -> int:
 
 
 def _add(conn: psycopg.Connection, width: int, bucket: int, event_type: str, source: str, partition: int, late: Acc):
-    acc = rollups.read_row(conn, width, bucket, event_type, source, partition) or Acc()
+    acc = rollup_store.read_row(conn, width, bucket, event_type, source, partition) or Acc()
     acc.merge(late)
-    rollups.upsert_row(conn, RollupRow(bucket, event_type, source, partition, acc, True, width))
+    rollup_store.upsert_row(conn, RollupRow(bucket, event_type, source, partition, acc, True, width))

@@ -37,7 +37,6 @@ import msgspec
 
 from tally.settings import Settings
 from tally.storage import raw_events
-from tally.storage.raw_events import HOUR_US, SLOT_US, from_us
 
 
 class _Id(msgspec.Struct):
@@ -131,7 +130,7 @@ def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, tuple[list[st
         " where event_type = ? and hour = ? and shard = ? and slot = ?"
     )
     order = sorted(slots)
-    args = [(et, _hour(second), shard, from_us(second * SLOT_US)) for et, shard, second in order]
+    args = [(et, *_hour_slot(second, shard)) for et, shard, second in order]
     out = {}
     results = execute_concurrent_with_args(session, select, args, concurrency=32)
     for slot, (ok, rows) in zip(order, results, strict=True):
@@ -159,7 +158,7 @@ def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
         if len(kept) == len(lines):
             continue  # already rewritten by an earlier run
         removed += len(lines) - len(kept)
-        key = (et, _hour(second), shard, from_us(second * SLOT_US), first)
+        key = (et, *_hour_slot(second, shard), first)
         if kept:
             statements.append((insert, (*key, b"[" + b",".join(kept) + b"]", ttl or 0)))
         else:
@@ -170,6 +169,7 @@ def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
     return removed
 
 
-def _hour(second: int):
-    t = second * SLOT_US
-    return from_us(t - t % HOUR_US)
+def _hour_slot(second: int, shard: int) -> tuple:
+    """(hour, shard, slot): the clustering prefix of the chunk rows of one second and shard."""
+    hour, slot = raw_events.chunk_key(second)
+    return hour, shard, slot

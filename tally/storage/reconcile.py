@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tally.settings import Settings
-from tally.storage import raw_events, rollups
+from tally.storage import raw_events, raw_reader, rollup_store
 
 HOUR = timedelta(hours=1)
 
@@ -61,7 +61,7 @@ def reconcile(
 
 
 def _counted(settings: Settings, start: datetime, end: datetime) -> tuple[Counter, Counter]:
-    with rollups.connect(settings) as conn:
+    with rollup_store.connect(settings) as conn:
         return _per_hour(conn, "sum(event_count)::bigint", "rollup_1m", start, end), _per_hour(
             conn, "count(*)", "late_events", start, end, " and folded_at is null"
         )
@@ -79,7 +79,7 @@ def _per_hour(conn, total: str, table: str, start: datetime, end: datetime, wher
 def _raw_distinct(settings: Settings, types: list[str], start: datetime, end: datetime, shards: int) -> Counter:
     cluster = raw_events.cluster(settings)
     try:
-        reader = raw_events.RawEventReader(cluster.connect(settings.cassandra_keyspace), shards)
+        reader = raw_reader.RawEventReader(cluster.connect(settings.cassandra_keyspace), shards)
         out: Counter = Counter()
         hour = start
         while hour < end:

@@ -12,7 +12,7 @@ import re
 
 import psycopg
 
-from tally.rollup import LINE_BITS
+from tally.flush import LINE_BITS
 
 # A reason may quote the very value that was refused: keep it storable and short.
 _UNSTORABLE = re.compile("[\x00-\x1f\ud800-\udfff]")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tally.storage import raw_events, rollups
+from tally.storage import raw_events, raw_reader, rollup_store
 from tally.storage.corrections import fold_late
 from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 
@@ -134,7 +134,7 @@ def test_late_events_are_folded_once_by_the_correction_step_and_stored_once(api,
         pass
     assert answered(api, run_id, old_start, old_end) == cells(late)  # in the rollups now, once each
     assert not answered(api, run_id, old_start, old_end, "late_count")
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         rows = conn.execute(
             "select count(*), count(position), count(watermark), count(*) filter (where duplicate) from late_events"
             " where event_type like %s and folded_at is not null",
@@ -142,7 +142,7 @@ def test_late_events_are_folded_once_by_the_correction_step_and_stored_once(api,
         ).fetchone()
     assert rows == (30, 30, 30, 0)  # every row carries its stream position and watermark; none was a copy
     cluster = raw_events.cluster(stack)
-    reader = raw_events.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
+    reader = raw_reader.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
     stored = Counter(e.event_id for et in ("a", "b") for e in reader.hour(f"{run_id}.{et}", raw_events.us(old_start)))
     cluster.shutdown()
     assert stored == Counter(e["event_id"] for e in late)

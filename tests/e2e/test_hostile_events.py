@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tally.producer import partition_of
-from tally.storage import rollups
+from tally.storage import rollup_store
 from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 from tests.topics import read_topic
 
@@ -98,7 +98,7 @@ def test_each_accepted_hostile_event_is_counted_ledgered_or_dead_lettered_once(a
     def places() -> Counter:
         """How many places (rollups, late ledger, dead letters) each accepted event is in."""
         found: Counter = Counter()
-        with rollups.connect(stack) as conn:
+        with rollup_store.connect(stack) as conn:
             for table in ("rollup_1m", "late_events"):
                 count = "sum(event_count)" if table == "rollup_1m" else "count(*)"
                 rows = conn.execute(
@@ -124,7 +124,7 @@ def test_each_accepted_hostile_event_is_counted_ledgered_or_dead_lettered_once(a
     wait_for(settled, 90, "every accepted hostile event in exactly one place")
     letters = dead_letters()
     assert all(letters.values())
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         ledgered = conn.execute("select count(*) from late_events where event_type like %s", (f"{run}.h%",)).fetchone()
     print(
         f"\nhostile events: {len(accepted) + sum(refused.values())} sent, {len(accepted)} accepted"

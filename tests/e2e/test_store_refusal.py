@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
-from tally.storage import rollups
+from tally.storage import rollup_store
 from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 from tests.topics import read_topic
 
@@ -22,7 +22,7 @@ def test_events_postgresql_refuses_are_dead_lettered_and_the_rest_counted_exactl
     for i in range(400):
         source = refused_source if i % 100 == 7 else "web"
         body.append({"event_id": f"{run}-{i}", "event_type": f"{run}.order", "timestamp": iso(start), "source": source})
-    with rollups.connect(stack, autocommit=True) as conn:
+    with rollup_store.connect(stack, autocommit=True) as conn:
         for table in ("rollup_1m", "rollup_1h"):
             conn.execute(
                 f"alter table {table} add constraint {constraint} check (source <> '{refused_source}') not valid"

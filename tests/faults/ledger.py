@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tally.producer import partition_of
-from tally.storage import raw_events, rollups
+from tally.storage import raw_events, raw_reader, rollup_store
 from tally.storage.reconcile import reconcile
 from tests.e2e.conftest import iso, wait_for
 
@@ -217,7 +217,7 @@ class Run:
 
     def hour_rows(self) -> Cells:
         """The hour rows themselves, all partitions merged: written only when an hour closes."""
-        with rollups.connect(self.settings) as conn:
+        with rollup_store.connect(self.settings) as conn:
             rows = conn.execute(
                 "select bucket, event_type, source, sum(event_count), sum(value_sum), min(value_min),"
                 " max(value_max), hll_cardinality(hll_union_agg(users::hll))::bigint from rollup_1h"
@@ -252,7 +252,7 @@ class Run:
         """How often Cassandra holds each event_id of this run."""
         cluster = raw_events.cluster(self.settings)
         try:
-            reader = raw_events.RawEventReader(
+            reader = raw_reader.RawEventReader(
                 cluster.connect(self.settings.cassandra_keyspace), self.settings.kafka_partitions
             )
             out: Counter = Counter()

@@ -11,9 +11,9 @@ import msgspec
 import psycopg
 import pytest
 
+from tally.aggregator import PartitionAggregator
 from tally.events.schema import Event
-from tally.rollup import PartitionAggregator
-from tally.storage import aggregates, rollups
+from tally.storage import aggregates, rollup_store
 from tally.storage.aggregate_cache import FinalDays
 
 D0 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -38,13 +38,13 @@ def event_type(stack):
         ),
         key=lambda e: e.timestamp,
     )
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         for partition in (80, 81):
             agg = PartitionAggregator(partition, allowed_lateness_s=600)  # all but the last hour close
             mine = events[partition % 2 :: 2]
             for i in range(0, len(mine), 1000):
                 agg.add(mine[i : i + 1000])
-                rollups.write_flush(conn, f"test-{et}", agg.flush(i))
+                rollup_store.write_flush(conn, f"test-{et}", agg.flush(i))
     return et
 
 
@@ -118,12 +118,12 @@ def test_rewriting_final_days_with_a_new_revision_empties_the_cache(stack, event
     cache = FinalDays()
     before = asyncio.run(answer(cache))
     assert len(cache.days) == 2
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         agg = PartitionAggregator(82, allowed_lateness_s=0)
         agg.add([Event(f"{event_type}-fix", event_type, D0 + timedelta(hours=1), "web", None, None)])
         agg.watermark = int((D0 + timedelta(days=3)).timestamp())  # the minute is final when written
-        rollups.write_flush(conn, f"test-{event_type}-fix", agg.flush(1))
-        rollups.bump_revision(conn)
+        rollup_store.write_flush(conn, f"test-{event_type}-fix", agg.flush(1))
+        rollup_store.bump_revision(conn)
         conn.commit()
     after = asyncio.run(answer(cache))
     assert after[0]["points"][0]["count"] == before[0]["points"][0]["count"] + 1

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from tally.aggregator import PartitionAggregator
 from tally.events.schema import Event
-from tally.rollup import PartitionAggregator
-from tally.storage import aggregates, rollups
+from tally.storage import aggregates, rollup_store
 
 LATENESS = 600
 LATENESS_TD = timedelta(seconds=LATENESS)
@@ -37,13 +37,13 @@ def written(stack):
         for i in range(6000)
     ]
     events.sort(key=lambda e: e.timestamp)
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         for partition in (90, 91):  # two partitions' rows, as queries must add them up
             agg = PartitionAggregator(partition, allowed_lateness_s=LATENESS)
             mine = events[partition % 2 :: 2]
             for i in range(0, len(mine), 500):
                 agg.add(mine[i : i + 500])
-                rollups.write_flush(conn, f"test-{et}", agg.flush(i))
+                rollup_store.write_flush(conn, f"test-{et}", agg.flush(i))
     return et, h0, events
 
 
@@ -96,7 +96,7 @@ def test_unique_users_from_hour_rows_equal_those_from_minute_rows(stack, written
         h0 + timedelta(hours=1),
         h0 + timedelta(hours=2),
     )
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         hours = conn.execute("select count(*) from rollup_1h where event_type = %s and final", (et,)).fetchone()[0]
     assert hours == 2 * 2 * 2  # the two closed hours, for each source, in each of the two partitions
 
@@ -113,11 +113,11 @@ def test_a_restart_rebuilds_the_open_hour_from_its_minute_rows(stack):
         key=lambda e: e.timestamp,
     )
     agg = PartitionAggregator(92, allowed_lateness_s=LATENESS)
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         for i in range(0, len(events), 250):
             agg.add(events[i : i + 250])
-            rollups.write_flush(conn, f"test-{et}", agg.flush(i + 250))
-        _offset, watermark, cells = rollups.load_partition(conn, f"test-{et}", 92, LATENESS)
+            rollup_store.write_flush(conn, f"test-{et}", agg.flush(i + 250))
+        _offset, watermark, cells = rollup_store.load_partition(conn, f"test-{et}", 92, LATENESS)
     assert watermark == agg.watermark
     mine = {k: acc for k, acc in cells.items() if k[1][1] == et}
     want = {(60, k): acc for k, acc in agg.open.items()} | {(3600, k): acc for k, acc in agg.hours.items()}
@@ -152,9 +152,9 @@ def test_late_events_are_ledgered_once_and_counted_per_bucket(stack):
     agg.add([Event(f"{et}-late{i}", et, h0 + timedelta(minutes=i % 2, seconds=i), "web") for i in range(5)])
     flush = agg.flush(7)
     assert len(flush.late) == 5
-    with rollups.connect(stack) as conn:
-        rollups.write_flush(conn, f"test-{et}", flush)
-        rollups.write_flush(conn, f"test-{et}", flush)  # a replay after a crash adds nothing
+    with rollup_store.connect(stack) as conn:
+        rollup_store.write_flush(conn, f"test-{et}", flush)
+        rollup_store.write_flush(conn, f"test-{et}", flush)  # a replay after a crash adds nothing
         stored = conn.execute("select count(*) from late_events where event_type = %s", (et,)).fetchone()[0]
     assert stored == 5
     metrics = ["count", "unique_users", "late_count"]

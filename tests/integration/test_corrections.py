@@ -11,14 +11,14 @@ import psycopg
 import pytest
 
 from tally.events.schema import Event
-from tally.storage import late_copies, raw_events, rollups
+from tally.storage import late_copies, raw_events, raw_reader, rollup_store
 from tally.storage.corrections import fold_late
 from tally.storage.reconcile import reconcile
 from tests.integration.test_reconcile import H0, HOURS, events, mismatches, pipeline
 
 
 def counts(stack, et: str, table: str = "rollup_1m", hour=H0) -> tuple[int, int]:
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         minutes = conn.execute(
             f"select coalesce(sum(event_count), 0) from {table} where event_type = %s and bucket >= %s and bucket < %s",
             (et, hour, hour + timedelta(hours=1)),
@@ -32,7 +32,7 @@ def counts(stack, et: str, table: str = "rollup_1m", hour=H0) -> tuple[int, int]
 
 
 def revision(stack) -> int:
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         return conn.execute("select revision from rollup_revision").fetchone()[0]
 
 
@@ -40,7 +40,7 @@ def stored(stack, et: str) -> Counter:
     """How many times raw storage holds each event_id of hour 0."""
     cluster = raw_events.cluster(stack)
     try:
-        reader = raw_events.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
+        reader = raw_reader.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
         return Counter(e.event_id for e in reader.hour(et, raw_events.us(H0)))
     finally:
         cluster.shutdown()
@@ -69,7 +69,7 @@ def assert_counted_once_and_stored_once(stack, et: str, first: Event, late: Even
     assert counts(stack, et, "rollup_1h") == (in_hour0 + 1, 0)  # the hour row stays the sum of its minutes
     kept = stored(stack, et)
     assert kept[first.event_id] == 1 and kept[late.event_id] == 1 and set(kept.values()) == {1}
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         marked = conn.execute("select event_id from late_events where event_type = %s and duplicate", (et,)).fetchall()
     assert marked == [(first.event_id,)]
     assert mismatches(stack, et) == {}
@@ -115,7 +115,7 @@ def test_a_commit_that_fails_changes_nothing_and_the_rerun_counts_and_stores_onc
     def connection_lost(conn):  # the last statement before the decisions commit
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(rollups, "bump_revision", connection_lost)
+    monkeypatch.setattr(rollup_store, "bump_revision", connection_lost)
     with pytest.raises(psycopg.OperationalError):
         fold_late(stack, topic=f"test-{et}")
     assert counts(stack, et) == (in_hour0, 2)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from dataflows.aggregate import Aggregate
 from dataflows.kafka_source import KafkaBatch, Restore
 from tally.events.schema import Event, encode_event
-from tally.storage import raw_events
+from tally.storage import raw_events, raw_reader, raw_writer
 
 T = datetime(2026, 5, 8, 9, 30, 7, tzinfo=UTC)
 SHARD = 2
@@ -24,7 +24,7 @@ def test_a_replayed_flush_rewrites_the_same_raw_rows(stack, tmp_path):
     ]
     cluster = raw_events.cluster(stack)
     session = cluster.connect(stack.cassandra_keyspace)
-    writer = raw_events.RawEventWriter(session, stack)
+    writer = raw_writer.RawEventWriter(session, stack)
     clock = [0.0]
     dedup = (tmp_path / "dedup", 3600)
 
@@ -48,7 +48,7 @@ def test_a_replayed_flush_rewrites_the_same_raw_rows(stack, tmp_path):
     try:
         assert read(3, 12, Restore(None, {})) == [6, 9, 12]  # 3,000 events in the first flush: two pieces
         assert read(5, 20, Restore(None, {}, offset=0)) == [6, 9, 12, 20]  # restarted at offset 0
-        reader = raw_events.RawEventReader(session, SHARD + 1)
+        reader = raw_reader.RawEventReader(session, SHARD + 1)
         hour = raw_events.us(T.replace(minute=0, second=0))
         stored = Counter(e.event_id for e in reader.hour(et, hour))
     finally:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Producer
 
-from tally.storage import rollups
+from tally.storage import rollup_store
 from tests.topics import read_topic
 
 
@@ -51,7 +51,7 @@ def test_event_behind_the_watermark_beyond_the_lateness_goes_to_the_late_topic(s
     assert [json.loads(m.value())["event_id"] for m in late if m.key().startswith(marker.encode())] == [old["event_id"]]
     # ... and the late ledger table, committed with the rollups, where /api/aggregate counts it.
     deadline = time.monotonic() + 30  # the topic is written first, the table when the flush commits
-    with rollups.connect(stack, autocommit=True) as conn:
+    with rollup_store.connect(stack, autocommit=True) as conn:
         while (
             row := conn.execute(
                 "select bucket, event_type, kafka_partition from late_events where event_id = %s", (old["event_id"],)

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from tally.events.schema import Event, encode_event
-from tally.rollup import RawBatch
-from tally.storage import raw_events
+from tally.flush import RawBatch
+from tally.storage import raw_events, raw_reader, raw_writer
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +42,15 @@ def test_a_replay_with_other_flush_boundaries_overwrites_the_uncommitted_chunks(
     event_type = f"raw.{uuid.uuid4().hex[:8]}"
     start = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
     raw = make_raw(event_type, 300, start)
-    writer = raw_events.RawEventWriter(session, stack)
+    writer = raw_writer.RawEventWriter(session, stack)
     writer.write(RawBatch.of(raw), shard=0)  # written, then the process died before committing the offset
     writer.write(RawBatch.of(raw[:120]), shard=0)  # the replay resumes at the same offset, flushes at other points
     writer.write(RawBatch.of(raw[120:]), shard=0)
     writer.write(RawBatch.of(raw[120:]), shard=0)  # and a retry of a flush
     assert stored_count(session, event_type, start) == 300
 
-    reader = raw_events.RawEventReader(session, shards=1)
-    q = raw_events.RawQuery([event_type], start, start + timedelta(minutes=1), limit=1000)
+    reader = raw_reader.RawEventReader(session, shards=1)
+    q = raw_reader.RawQuery([event_type], start, start + timedelta(minutes=1), limit=1000)
     bodies, cursor = reader.page(q)
     assert cursor is None
     got = [msgspec.json.decode(b)["event_id"] for b in bodies]
@@ -66,7 +66,7 @@ def test_a_huge_second_of_one_event_type_is_split_into_bounded_rows(stack, sessi
         for i in range(9000)
     ]
     raw = [(i, e, encode_event(e)) for i, e in enumerate(events)]
-    raw_events.RawEventWriter(session, stack).write(RawBatch.of(raw), shard=0)  # ~2.3 MB in one second: several rows
+    raw_writer.RawEventWriter(session, stack).write(RawBatch.of(raw), shard=0)  # ~2.3 MB in one second: several rows
     hour = start.replace(minute=0)
     rows = list(
         session.execute(
@@ -74,10 +74,10 @@ def test_a_huge_second_of_one_event_type_is_split_into_bounded_rows(stack, sessi
             (event_type, hour),
         )
     )
-    assert len(rows) >= 3 and all(len(r.events) <= raw_events.PIECE_BYTES + 2 for r in rows)
+    assert len(rows) >= 3 and all(len(r.events) <= raw_writer.PIECE_BYTES + 2 for r in rows)
     assert stored_count(session, event_type, start) == 9000
-    reader = raw_events.RawEventReader(session, shards=1)
-    q = raw_events.RawQuery([event_type], start, start + timedelta(minutes=1), limit=1000)
+    reader = raw_reader.RawEventReader(session, shards=1)
+    q = raw_reader.RawQuery([event_type], start, start + timedelta(minutes=1), limit=1000)
     seen = []
     while True:
         bodies, cursor = reader.page(q)
@@ -100,8 +100,8 @@ def test_rows_cassandra_refuses_are_reported_by_position_and_the_rest_is_written
         events = [Event(f"{et[:8]}-{i}", et, start, "web", attributes={"a": attr} if attr else None) for i in range(n)]
         lines = [encode_event(e) for e in events]
         raw.add(events, [int(start.timestamp())] * n, [k << 20 | i for i in range(n)], lines)
-    writer = raw_events.RawEventWriter(session, stack)
-    with pytest.raises(raw_events.RefusedRows) as refused:
+    writer = raw_writer.RawEventWriter(session, stack)
+    with pytest.raises(raw_writer.RefusedRows) as refused:
         writer.write(raw, shard=0)
     assert sorted(refused.value.positions) == [1 << 20 | i for i in range(3)]
     assert all("refused by Cassandra" in r and "Key length" in r for r in refused.value.positions.values())
@@ -116,11 +116,11 @@ def test_a_scan_out_of_time_returns_what_it_found_and_a_cursor_that_misses_and_r
         Event(f"s{i:03d}", event_type, now - timedelta(hours=rng.randrange(72), seconds=rng.randrange(3600)), "web")
         for i in range(200)
     ]
-    raw_events.RawEventWriter(session, stack).write(
+    raw_writer.RawEventWriter(session, stack).write(
         RawBatch.of([(i, e, encode_event(e)) for i, e in enumerate(events)]), shard=0
     )
-    reader = raw_events.RawEventReader(session, shards=1)
-    q = raw_events.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), limit=1000)
+    reader = raw_reader.RawEventReader(session, shards=1)
+    q = raw_reader.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), limit=1000)
     seen, pages = [], 0
     while True:
         bodies, cursor = reader.page(q, deadline=0.0)  # always out of time: one slot or hour per page
@@ -133,6 +133,6 @@ def test_a_scan_out_of_time_returns_what_it_found_and_a_cursor_that_misses_and_r
     assert seen == want and pages > 100  # each page ended early, and the next went on from there
 
     # A filter nothing matches stops at the deadline too, with a cursor, instead of scanning 31 days.
-    q = raw_events.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), source="nobody")
+    q = raw_reader.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), source="nobody")
     bodies, cursor = reader.page(q, deadline=0.0)
     assert bodies == [] and cursor is not None and cursor.ts_us >= raw_events.us(now - timedelta(hours=2))

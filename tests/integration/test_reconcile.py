@@ -6,9 +6,10 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from tally.aggregator import PartitionAggregator
 from tally.events.schema import Event, encode_event
-from tally.rollup import PartitionAggregator, RawBatch
-from tally.storage import raw_events, rollups
+from tally.flush import RawBatch
+from tally.storage import raw_events, raw_writer, rollup_store
 from tally.storage.reconcile import reconcile
 
 H0 = datetime(2026, 5, 7, 8, tzinfo=UTC)
@@ -21,16 +22,16 @@ def pipeline(stack, et: str, batches: list[list[Event]]) -> None:
     # One Kafka partition is one raw shard; each test's topic (and event types) are its own.
     agg = PartitionAggregator(PARTITION, allowed_lateness_s=600)
     cluster = raw_events.cluster(stack)
-    writer = raw_events.RawEventWriter(cluster.connect(stack.cassandra_keyspace), stack)
+    writer = raw_writer.RawEventWriter(cluster.connect(stack.cassandra_keyspace), stack)
     offset = 0
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         for batch in batches:
             raw = [(offset + i << 10, e, encode_event(e)) for i, e in enumerate(batch)]
             offset += len(batch)
             agg.add(batch, None, [p for p, _e, _v in raw])
             flush = agg.flush(offset, RawBatch.of(raw))
             writer.write(flush.raw, shard=PARTITION)
-            rollups.write_flush(conn, f"test-{et}", flush)
+            rollup_store.write_flush(conn, f"test-{et}", flush)
     cluster.shutdown()
 
 
@@ -63,7 +64,7 @@ def test_rollups_and_late_ledger_account_for_every_raw_event_and_mismatches_are_
     assert mismatches(stack, dup) == {(H0 + timedelta(hours=1), retried[-1].source): -1}
 
     # A rollup row lost: its events are in raw storage but no longer counted.
-    with rollups.connect(stack) as conn:
+    with rollup_store.connect(stack) as conn:
         gone = conn.execute(
             "delete from rollup_1m where event_type = %s and bucket = %s and source = 'ios' returning event_count",
             (clean, H0 + timedelta(minutes=10)),

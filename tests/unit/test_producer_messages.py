@@ -1,5 +1,5 @@
+from tally.flush import LINE_BITS
 from tally.producer import MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES, group_messages, partition_of
-from tally.rollup import LINE_BITS
 
 
 def test_every_copy_of_an_event_id_goes_to_the_same_partition():

@@ -13,7 +13,7 @@ from tally.api.deps import RawStoreDep, SettingsDep
 from tally.api.models import FilteredEvents
 from tally.api.params import event_types, time_range
 from tally.api.problems import ParamError
-from tally.storage.raw_events import Cursor, RawQuery
+from tally.storage.raw_reader import Cursor, RawQuery
 
 router = APIRouter(tags=["events"])
 MAX_RANGE = timedelta(days=31)

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tally.aggregator import PartitionAggregator
+from tally.cells import BUCKET_S, Acc, bucket_of
 from tally.events.schema import Event
-from tally.rollup import BUCKET_S, Acc, PartitionAggregator, bucket_of
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

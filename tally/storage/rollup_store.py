@@ -9,7 +9,8 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tally.rollup import BUCKET_S, HOUR_S, Acc, Flush, Key, RollupRow, bucket_of, hour_of
+from tally.cells import BUCKET_S, HOUR_S, Acc, Key, RollupRow, bucket_of, hour_of
+from tally.flush import Flush
 from tally.settings import REPO_ROOT, Settings
 from tally.sketch import Hll
 
@@ -111,11 +112,8 @@ def upsert_row(conn: psycopg.Connection, row: RollupRow) -> None:
     conn.execute(_UPSERT.format(table=TABLES[row.width]), row_params(row))
 
 
-def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bool = True) -> None:
-    """Overwrite the partition's changed rows and move its offset, atomically.
-
-    `use_copy=False` stages rows with INSERTs instead, for servers without COPY FROM STDIN (the
-    PGlite TimescaleDB conformance target); the merge into the rollup tables is the same."""
+def write_flush(conn: psycopg.Connection, topic: str, flush: Flush) -> None:
+    """Overwrite the partition's changed rows and move its offset, atomically."""
     by_table: dict[str, list[tuple]] = {}
     for r in flush.rows:
         by_table.setdefault(TABLES[r.width], []).append(row_params(r))
@@ -124,16 +122,17 @@ def write_flush(conn: psycopg.Connection, topic: str, flush: Flush, use_copy: bo
             cur.execute(_STAGE)
         for table, params in by_table.items():
             cur.execute("truncate flush_rows")
-            if use_copy:
-                with cur.copy(f"copy flush_rows ({_COLUMNS}) from stdin") as copy:
-                    for row in params:
-                        copy.write_row(row)
-            else:
-                cur.executemany(f"insert into flush_rows ({_COLUMNS}) values ({', '.join(['%s'] * 11)})", params)
+            stage_rows(cur, params)
             cur.execute(_MERGE.format(table=table))
         if flush.late:
             cur.executemany(_LATE, _late_params(flush))
         cur.execute(_OFFSET, (topic, flush.partition, flush.next_offset, _watermark(flush)))
+
+
+def stage_rows(cur: psycopg.Cursor, params: list[tuple]) -> None:
+    with cur.copy(f"copy flush_rows ({_COLUMNS}) from stdin") as copy:
+        for row in params:
+            copy.write_row(row)
 
 
 def refused_parts(conn: psycopg.Connection, topic: str, flush: Flush) -> tuple[list[tuple[RollupRow, str]], dict]:
@@ -190,7 +189,7 @@ def load_partition(
 ) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
     """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last
     committed. Open minutes are their rows; an open hour has no row yet and is its final minutes'
-    rows merged in minute order, as the dataflow merged them (tally.rollup.PartitionAggregator)."""
+    rows merged in minute order, as the dataflow merged them (tally.aggregator.PartitionAggregator)."""
     row = conn.execute(
         "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
         (topic, partition),

@@ -6,10 +6,10 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.aggregate import Aggregate
+from dataflows.flow import get_flow, owned_partitions
 from dataflows.kafka_source import KafkaBatch, Restore
-from dataflows.rollups import get_flow, owned_partitions
 from tally.events.schema import Event, encode_event
-from tally.rollup import position
+from tally.flush import position
 from tally.settings import Settings
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # in the past: the flow ignores event times far ahead of the clock

@@ -1,0 +1,155 @@
+"""Reading raw events from Cassandra: newest first, filtered, a page at a time with a cursor."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from tally.events.schema import Event
+from tally.storage.raw_events import HOUR_US, SLOT_US, from_us, us
+
+_events = msgspec.json.Decoder(list[Event])
+
+
+@dataclass(frozen=True)
+class Cursor:
+    ts_us: int
+    event_id: str
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(json.dumps([self.ts_us, self.event_id]).encode()).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        ts_us, event_id = json.loads(base64.urlsafe_b64decode(text.encode()))
+        return cls(int(ts_us), str(event_id))
+
+
+@dataclass
+class RawQuery:
+    event_types: list[str]
+    start: datetime
+    end: datetime  # exclusive
+    source: str | None = None
+    user_id: str | None = None
+    attrs: dict[str, str] | None = None
+    limit: int = 100
+    cursor: Cursor | None = None
+
+
+class RawEventReader:
+    def __init__(self, session, shards: int):
+        self.session = session
+        self.shards = shards
+        self.select = session.prepare(
+            "select slot, events from event_chunks"
+            " where event_type = ? and hour = ? and shard = ? and slot >= ? and slot <= ?"
+        )
+        self._encode = msgspec.json.Encoder().encode
+
+    def page(self, q: RawQuery, deadline: float | None = None) -> tuple[list[bytes], Cursor | None]:
+        """One page of matching events (JSON as ingested), newest first, and the next page's cursor.
+        At `deadline` (time.monotonic) the scan stops at the last whole slot: the page may then be
+        short, and its cursor goes on from there."""
+        out: list[bytes] = []
+        last = None
+        for ts, event in self._matching(q, deadline):
+            if event is None:  # out of time: everything at or after `ts` was looked at
+                return out, Cursor(ts - 1, "")
+            if len(out) == q.limit:
+                return out, last
+            out.append(self._encode(event))
+            last = Cursor(ts, event.event_id)
+        return out, None
+
+    def _matching(self, q: RawQuery, deadline: float | None) -> Iterator[tuple[int, Event | None]]:
+        start_us, end_us = us(q.start), us(q.end) - 1
+        if q.cursor is not None:
+            end_us = min(end_us, q.cursor.ts_us)
+        if end_us < start_us:
+            return
+        hour = end_us - end_us % HOUR_US
+        while hour + HOUR_US > start_us:
+            lo = max(start_us, hour) // SLOT_US * SLOT_US
+            hi = min(end_us, hour + HOUR_US - 1) // SLOT_US * SLOT_US
+            # Every shard's first page is requested at once: one round trip, not one per shard.
+            futures = [self._start(et, hour, s, lo, hi) for et in q.event_types for s in range(self.shards)]
+            streams = [self._rows(f) for f in futures]
+            # Slots do not overlap in time, so newest-first across slots is the streams' merge;
+            # inside one slot the events of every chunk are sorted together.
+            slot_events: list[tuple[int, str, Event]] = []
+            current = None
+            for neg_slot, events in heapq.merge(*streams, key=lambda r: r[0]):
+                if neg_slot != current:
+                    yield from self._sorted(slot_events, q, start_us, end_us)
+                    if current is not None and deadline is not None and time.monotonic() > deadline:
+                        yield -current, None
+                        return
+                    slot_events, current = [], neg_slot
+                slot_events.extend((us(e.timestamp), e.event_id, e) for e in events)
+            yield from self._sorted(slot_events, q, start_us, end_us)
+            if deadline is not None and time.monotonic() > deadline and hour > start_us:
+                yield hour, None
+                return
+            hour -= HOUR_US
+
+    def _sorted(self, items, q: RawQuery, start_us: int, end_us: int) -> Iterator[tuple[int, Event]]:
+        items.sort(key=lambda t: (-t[0], t[1]))
+        seen = None
+        for ts, event_id, e in items:
+            if ts < start_us or ts > end_us or event_id == seen:
+                continue
+            seen = event_id  # an event stored twice (same id and time) is returned once
+            if q.cursor is not None and ts == q.cursor.ts_us and event_id <= q.cursor.event_id:
+                continue  # already returned: page order is (time desc, event_id asc)
+            if q.source is not None and e.source != q.source:
+                continue
+            if q.user_id is not None and e.user_id != q.user_id:
+                continue
+            if q.attrs and not _attrs_match(e.attributes or {}, q.attrs):
+                continue
+            yield ts, e
+
+    def hour(self, event_type: str, hour_us: int) -> Iterator[Event]:
+        """Every stored event of one type and hour, all shards (asked at once), in no order;
+        an event stored twice comes twice."""
+        futures = [self._start(event_type, hour_us, s, hour_us, hour_us + HOUR_US - 1) for s in range(self.shards)]
+        for future in futures:
+            for _slot, events in self._rows(future):
+                yield from events
+
+    def _start(self, event_type: str, hour_us: int, shard: int, lo_us: int, hi_us: int):
+        stmt = self.select.bind((event_type, from_us(hour_us), shard, from_us(lo_us), from_us(hi_us)))
+        stmt.fetch_size = 200
+        return self.session.execute_async(stmt)
+
+    @staticmethod
+    def _rows(future) -> Iterator[tuple[int, list[Event]]]:
+        for row in future.result():  # later pages are fetched as the merge needs them
+            yield -us(row.slot), _events.decode(row.events)
+
+
+def _attrs_match(attrs: dict, wanted: dict[str, str]) -> bool:
+    for k, v in wanted.items():
+        if k not in attrs:
+            return False
+        have = attrs[k]
+        if isinstance(have, bool):
+            if v != ("true" if have else "false"):
+                return False
+        elif isinstance(have, int | float):
+            try:
+                if float(v) != float(have):
+                    return False
+            except ValueError:
+                return False
+        elif have != v:
+            return False
+    return True

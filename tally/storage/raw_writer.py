@@ -1,0 +1,134 @@
+"""Writing raw events to Cassandra: one chunk row per (event_type, second) of a flush, in bounded
+pieces, small ones in unlogged batches; idempotent, so a replay overwrites instead of adding."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from tally.flush import RawBatch
+from tally.settings import Settings
+from tally.storage.raw_events import INSERT_CHUNK, chunk_key
+
+# A chunk row holds at most this much. Pieces are cut at the same events whenever the same flush is
+# written again, and a restarted partition cuts its flushes where they ended before (tally.dedup).
+# Only with dedup off can a replay cut elsewhere leave a stale tail piece, whose events the reader
+# returns once (it drops repeats of the same event_id and time).
+PIECE_EVENTS = 2000
+PIECE_BYTES = 1 << 20
+# Small rows are sent in unlogged batches of at most this much (under cassandra.yaml's
+# batch_size_fail_threshold). With one node every partition is local; on a cluster, batches would
+# be grouped by replica.
+BATCH_BYTES = 256 << 10
+BATCH_ROWS = 200
+
+
+class RefusedRows(Exception):
+    """Cassandra refused some chunk rows for what they hold (retrying cannot help) and took the
+    rest: {stream position of each event in a refused row: the reason}."""
+
+    def __init__(self, positions: dict[int, str]):
+        super().__init__(f"Cassandra refused {len(positions)} events")
+        self.positions = positions
+
+
+class RawEventWriter:
+    def __init__(self, session, settings: Settings):
+        self.session = session
+        self.ttl = settings.raw_ttl_s
+        self.insert = session.prepare(INSERT_CHUNK)
+
+    def write(self, raw: RawBatch, shard: int) -> int:
+        """Write events as one chunk row per (event_type, second), split into bounded pieces.
+        Raises RefusedRows if Cassandra refused some rows for their content (the others are
+        written), or the error of a write that kept failing otherwise."""
+        from cassandra import InvalidRequest
+
+        statements, rows = self._statements(raw, shard)
+        # Large rows fill the socket's send buffer, and the driver then fails further requests at
+        # once (ConnectionBusy) instead of queueing them: retry just those, soon. Rows are
+        # idempotent, so a retry rewrites the same data; a longer outage raises to the caller.
+        refused: dict[int, str] = {}
+        for attempt in range(8):
+            failed = []
+            for i, error in self._run(statements):
+                if isinstance(error, InvalidRequest):
+                    refused.update(self._isolate(statements[i], rows[i], error))
+                else:
+                    failed.append((i, error))
+            if not failed:
+                if refused:
+                    raise RefusedRows(refused)
+                return len(raw)
+            statements = [statements[i] for i, _e in failed]
+            rows = [rows[i] for i, _e in failed]
+            time.sleep(0.02 * 2**attempt)
+        raise failed[0][1]
+
+    def _statements(self, raw: RawBatch, shard: int) -> tuple[list, list[list[tuple]]]:
+        """(statement, params or None) pairs, and the rows each carries as (params, positions)."""
+        statements, rows = [], []
+        batch, batch_bytes, batch_rows = None, 0, []
+        for (event_type, second), (positions, lines) in raw.chunks.items():
+            hour, slot = chunk_key(second)
+            for start, end in _pieces(lines):
+                body = b"[" + b",".join(lines[start:end]) + b"]"
+                row = (event_type, hour, shard, slot, positions[start], body, self.ttl)
+                held = (row, positions[start:end])
+                if len(body) >= BATCH_BYTES:
+                    statements.append((self.insert, row))
+                    rows.append([held])
+                    continue
+                # Thousands of event types each write a small row per flush: one request per row
+                # spent most of the dataflow's CPU in the driver's Python I/O thread (py-spy). Small
+                # rows go in unlogged batches instead: one request, the same idempotent rows.
+                if batch is None or batch_bytes + len(body) > BATCH_BYTES or len(batch) >= BATCH_ROWS:
+                    batch, batch_bytes, batch_rows = self._batch(), 0, []
+                    statements.append((batch, None))
+                    rows.append(batch_rows)
+                batch.add(self.insert, row)
+                batch_rows.append(held)
+                batch_bytes += len(body)
+        return statements, rows
+
+    def _run(self, statements: list) -> list[tuple[int, Exception]]:
+        from cassandra.concurrent import execute_concurrent
+
+        results = execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=False)
+        return [(i, result) for i, (ok, result) in enumerate(results) if not ok]
+
+    def _isolate(self, statement, rows: list[tuple], error: Exception) -> dict[int, str]:
+        """A refused request: which of its rows are refused (a batch is tried row by row)."""
+        from cassandra import InvalidRequest
+
+        if len(rows) == 1:
+            return dict.fromkeys(rows[0][1], f"refused by Cassandra: {error}")
+        refused: dict[int, str] = {}
+        for row, positions in rows:
+            try:
+                self.session.execute(self.insert, row)
+            except InvalidRequest as e:
+                refused.update(dict.fromkeys(positions, f"refused by Cassandra: {e}"))
+        return refused
+
+    @staticmethod
+    def _batch():
+        from cassandra.query import BatchStatement, BatchType
+
+        return BatchStatement(batch_type=BatchType.UNLOGGED)
+
+
+def _pieces(lines: list[bytes]) -> Iterator[tuple[int, int]]:
+    """Split a chunk into [start, end) ranges so no row passes PIECE_EVENTS events or PIECE_BYTES
+    (Cassandra refuses a mutation over half a commit-log segment; a replayed backlog of one second
+    can be huge)."""
+    if len(lines) <= PIECE_EVENTS and sum(map(len, lines)) + len(lines) <= PIECE_BYTES:
+        yield 0, len(lines)
+        return
+    start = size = 0
+    for i, line in enumerate(lines):
+        if i > start and (i - start == PIECE_EVENTS or size + len(line) > PIECE_BYTES):
+            yield start, i
+            start, size = i, 0
+        size += len(line) + 1
+    yield start, len(lines)
