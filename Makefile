@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-deps stop status lint install lock clean
+.PHONY: run test test-faults test-fuzz test-deps stop status lint install lock clean
 
 run: install
 	$(BIN)/tally up
@@ -23,6 +23,10 @@ test: install test-deps
 # Fault runs (PostgreSQL and Cassandra outages, broker restart): minutes each, so not part of `make test`.
 test-faults: install
 	$(BIN)/pytest -m faults -s tests/faults $(PYTEST_ARGS)
+
+# The contract fuzz at 500 examples per operation (make test runs a few dozen): minutes, so opt-in.
+test-fuzz: install
+	TALLY_FUZZ_EXAMPLES=$${TALLY_FUZZ_EXAMPLES:-500} $(BIN)/pytest -m fuzz tests/e2e/test_contract_fuzz.py $(PYTEST_ARGS)
 
 # The UI test drives Debian's Chromium with playwright-core (npm; it downloads no browser).
 test-deps:

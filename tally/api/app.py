@@ -11,6 +11,7 @@ from cassandra import DriverException
 from cassandra.cluster import NoHostAvailable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 
@@ -20,6 +21,7 @@ from tally.api.problems import (
     ParamError,
     TooCostly,
     param_error_handler,
+    problem,
     store_unavailable,
     too_costly_handler,
     validation_error_handler,
@@ -87,7 +89,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
-    for module in (events, aggregate, filtered_events, ops, docs):
-        app.include_router(module.router)
-    app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
+    routers = [module.router for module in (events, aggregate, filtered_events, ops, docs)]
+    for router in routers:
+        app.include_router(router)
+    methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}
+    app.mount("/", UiFiles(methods, directory=STATIC, html=True), name="ui")
     return app
+
+
+class UiFiles(StaticFiles):
+    """The browser UI, mounted at / after the API's routes. A request for an API path with a method
+    its route does not take falls through to this mount, which would answer 404 or "405, Allow: GET":
+    it is answered 405 with the route's own methods instead."""
+
+    def __init__(self, api_methods: dict[str, set[str]], **kwargs):
+        super().__init__(**kwargs)
+        self.api_methods = {path: {*m, "HEAD"} if "GET" in m else set(m) for path, m in api_methods.items()}
+
+    async def __call__(self, scope, receive, send) -> None:
+        allowed = self.api_methods.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if allowed:
+            allow = ", ".join(sorted(allowed))
+            response = problem(405, "Method not allowed", f"{scope['path']} takes {allow}", headers={"Allow": allow})
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

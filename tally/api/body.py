@@ -26,7 +26,8 @@ class UnsupportedMediaType(Exception):
 
 
 def is_ndjson(request: Request) -> bool:
-    """NDJSON or JSON by Content-Type; none at all is taken as JSON (a bare `curl --data-binary`)."""
+    """NDJSON or JSON by Content-Type; none at all is taken as JSON, as many HTTP libraries send
+    bytes without one (curl's form-urlencoded default is refused: it is not JSON)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in NDJSON_TYPES:
         return True

@@ -65,3 +65,18 @@ class FilteredEvents(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+class ProblemError(BaseModel):
+    field: str | None = Field(description="The parameter or field at fault; null when the request as a whole is.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An error as problem details (RFC 9457), sent as application/problem+json (tally.api.problems)."""
+
+    type: str = Field(description="Always about:blank: `title` and `status` say what went wrong.")
+    title: str
+    status: int
+    detail: str = Field(description="The field or parameter and the reason, for a person to read.")
+    errors: list[ProblemError] | None = Field(None, description="Each field at fault and why, for a program.")

@@ -29,6 +29,7 @@ _valid_types: set[str] = set()
 # JSON string are malformed JSON, which msgspec refuses itself.
 _CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\(?:u00[01][0-9a-fA-F]|[bfnrt])")
 _CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+_LONE_HIGH_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 _PATH = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
 _FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`")
 _timestamp = attrgetter("timestamp")
@@ -45,19 +46,23 @@ def decode_batch(body: bytes, not_after: datetime | None = None) -> tuple[list[E
         except msgspec.ValidationError as e:
             return [], [_error(0, e)]
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise BodyError("the body is " + _unreadable(e)) from e
+            raise BodyError("the body is " + _unreadable(e, body)) from e
     if stripped[:1] != b"[":
         raise BodyError("the body must be a JSON object or a JSON array of objects")
     try:
-        return _checked(_many.decode(body), [], body, not_after)
+        events = _many.decode(body)
     except msgspec.ValidationError:
         pass
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise BodyError("the body is " + _unreadable(e)) from e
+        raise BodyError("the body is " + _unreadable(e, body)) from e
+    else:
+        if not events:
+            raise BodyError("the body holds no events: the array is empty")
+        return _checked(events, [], body, not_after)
     try:
         items = _raw_many.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:  # a type error came first
-        raise BodyError("the body is " + _unreadable(e)) from e
+        raise BodyError("the body is " + _unreadable(e, body)) from e
     return _checked(*_decode_each(items), body, not_after)
 
 
@@ -89,7 +94,7 @@ def _decode_each(items: list) -> tuple[list[Event], list[EventError]]:
         except msgspec.ValidationError as e:
             errors.append(_error(i, e))
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
-            errors.append(EventError(i, None, _unreadable(e)))
+            errors.append(EventError(i, None, _unreadable(e, raw)))
     return events, errors
 
 
@@ -163,11 +168,15 @@ def _moved_to_errors(
     return kept, errors
 
 
-def _unreadable(exc: Exception) -> str:
+def _unreadable(exc: Exception, raw: bytes) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"not valid UTF-8 (byte {exc.start} of the string at fault)"
     if isinstance(exc, RecursionError):
         return "not valid JSON: nested too deeply"
+    if "truncated" in str(exc) and _LONE_HIGH_SURROGATE.search(bytes(raw)):
+        # msgspec reads past a high surrogate escape for its low half, and at the end of the input
+        # says "truncated": the input is whole, the surrogate is alone.
+        return "not valid JSON: a \\uD800-\\uDBFF escape without the low surrogate that must follow it"
     return f"not valid JSON: {exc}"
 
 

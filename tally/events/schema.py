@@ -13,8 +13,11 @@ from typing import Annotated
 
 import msgspec
 
-# JSON can spell infinity (1e999); a finite bound on the value keeps it out.
-_FLOAT_MAX = 1.7976931348623157e308
+# Values are summed in float64 (the dataflow's cells, PostgreSQL's sum over rows), so a value is at
+# most 1e289: any sum of fewer than 2**63 of them (a bigint count) stays under float64's 1.8e308,
+# where near-maximal values summed to infinity and made every aggregate over them fail. This also
+# keeps out the infinity JSON can spell (1e999).
+VALUE_MAX = 1e289
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 EVENT_TYPE_PATTERN = r"^[a-z0-9_.-]{1,64}$"
@@ -24,7 +27,7 @@ EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=64, extra_json_
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Source = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Value = Annotated[float, msgspec.Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
+Value = Annotated[float, msgspec.Meta(ge=-VALUE_MAX, le=VALUE_MAX)]
 AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AttrValue = Annotated[str, msgspec.Meta(max_length=256)] | bool | int | Value
 Attributes = Annotated[dict[AttrKey, AttrValue], msgspec.Meta(max_length=32)]

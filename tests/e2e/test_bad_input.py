@@ -92,7 +92,7 @@ def test_kafka_unreachable_is_503_with_retry_after_and_nothing_reported_accepted
         r = client.post("/api/events", content=json.dumps([good(10), good(11)]))
     assert r.status_code == 503
     assert r.headers["Retry-After"] == str(stack.retry_after_s)
-    assert "no event of this request was accepted" in r.json()["detail"]
+    assert "the request was not accepted; send it again" in r.json()["detail"]
 
 
 def test_docs_health_readiness_and_metrics_answer(api):

@@ -8,6 +8,14 @@ from typing import Annotated
 import msgspec
 from fastapi import APIRouter, Query, Response
 
+from tally.api.contract import (
+    EVENT_TYPES_SCHEMA,
+    EXAMPLE_FROM,
+    EXAMPLE_TO,
+    FILTER_LIMIT,
+    SOURCES_SCHEMA,
+    problem_response,
+)
 from tally.api.deps import FinalDaysDep, HasHllDep, PgPoolDep, SettingsDep
 from tally.api.models import AggregateResult
 from tally.api.params import comma_list, event_types, sources, time_range
@@ -18,23 +26,59 @@ router = APIRouter(tags=["aggregates"])
 _json = msgspec.json.Encoder()
 
 
-@router.get("/api/aggregate", response_model=AggregateResult, summary="Aggregates over a time range")
+@router.get(
+    "/api/aggregate",
+    response_model=AggregateResult,
+    summary="Aggregates over a time range",
+    responses={
+        422: problem_response("A parameter is invalid, or the query would cost too much (with what to change)."),
+        503: problem_response("PostgreSQL does not answer; retry after Retry-After.", True),
+    },
+)
 async def get_aggregate(
     pg: PgPoolDep,
     has_hll: HasHllDep,
     final_days: FinalDaysDep,
     settings: SettingsDep,
-    start: Annotated[datetime, Query(alias="from", description="Range start, RFC 3339 with offset (inclusive).")],
-    end: Annotated[datetime, Query(alias="to", description="Range end, RFC 3339 with offset (exclusive).")],
-    event_type: Annotated[list[str], Query(description="Only these event types (repeatable).")] = [],  # noqa: B006
-    source: Annotated[list[str], Query(description="Only these sources (repeatable).")] = [],  # noqa: B006
+    start: Annotated[
+        datetime,
+        Query(alias="from", description="Range start, RFC 3339 with offset (inclusive).", examples=[EXAMPLE_FROM]),
+    ],
+    end: Annotated[
+        datetime, Query(alias="to", description="Range end, RFC 3339 with offset (exclusive).", examples=[EXAMPLE_TO])
+    ],
+    event_type: Annotated[
+        list[str],
+        Query(
+            description=f"Only these event types (repeatable, {FILTER_LIMIT}).",
+            examples=[["purchase"]],
+            json_schema_extra=EVENT_TYPES_SCHEMA,
+        ),
+    ] = [],  # noqa: B006
+    source: Annotated[
+        list[str],
+        Query(
+            description=f"Only these sources (repeatable, {FILTER_LIMIT}).",
+            examples=[["web"]],
+            json_schema_extra=SOURCES_SCHEMA,
+        ),
+    ] = [],  # noqa: B006
     granularity: Annotated[
-        str | None, Query(description="1m, 5m, 15m, 1h or 1d; default: finest with <= ~1,500 buckets.")
+        str | None,
+        Query(
+            description="1m, 5m, 15m, 1h or 1d; default: finest with <= ~1,500 buckets.",
+            examples=["1h"],
+            json_schema_extra={"enum": list(aggregates.GRANULARITIES)},
+        ),
     ] = None,
     metrics: Annotated[
-        str | None, Query(description="Comma list of count, sum, min, max, avg, unique_users, late_count.")
+        str | None,
+        Query(
+            description="Comma list of count, sum, min, max, avg, unique_users, late_count.",
+            examples=["count,sum,unique_users"],
+        ),
     ] = None,
-    group_by: Annotated[str | None, Query(description="Comma list of event_type, source.")] = None,
+    group_by: Annotated[str | None, Query(description="Comma list of event_type, source.", examples=["source"])] = None,
 ) -> Response:
     start, end = time_range(start, end)
     if granularity is None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from tally.api import metrics
 from tally.api.body import TooLarge, UnsupportedMediaType, is_ndjson, read_body
+from tally.api.contract import INGEST_BODY, problem_response
 from tally.api.deps import ProducerDep, SettingsDep
 from tally.api.models import IngestResult
 from tally.api.problems import problem
@@ -19,19 +20,26 @@ from tally.producer import ProduceError
 router = APIRouter(tags=["events"])
 _json = msgspec.json.Encoder()
 
+# NDJSON lines longer than this are re-encoded rather than sent as they came. Any valid event encodes
+# to under 43 KB (32 attributes of 64 + 256 characters, 4 bytes at most each), so a line can only be
+# longer by whitespace or escapes, up to the body limit: as it came it would exceed Kafka's message
+# limit (tally.producer.MAX_MESSAGE_BYTES) and the broker's refusal would answer a false 503.
+MAX_LINE_AS_SENT = 64 * 1024
+
 
 @router.post(
     "/api/events",
     status_code=202,
     response_model=IngestResult,
     responses={
-        400: {"description": "The body cannot be read (not JSON/NDJSON, bad gzip)."},
-        413: {"description": "The body exceeds the limit (received or decompressed)."},
-        415: {"description": "The Content-Type is neither JSON nor NDJSON."},
+        400: problem_response("The body cannot be read (no events, not JSON/NDJSON, not UTF-8, bad gzip)."),
+        413: problem_response("The body exceeds the limit (received or decompressed)."),
+        415: problem_response("The Content-Type is neither JSON nor NDJSON."),
         422: {"description": "No event in the body is valid.", "model": IngestResult},
-        503: {"description": "Kafka did not acknowledge the events in time; retry after Retry-After."},
+        503: problem_response("Kafka did not acknowledge the events in time; retry after Retry-After.", True),
     },
     summary="Ingest one event, a JSON array of events, or NDJSON",
+    openapi_extra={"requestBody": INGEST_BODY},
 )
 async def post_events(request: Request, settings: SettingsDep, producer: ProducerDep) -> Response:
     try:
@@ -60,6 +68,8 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
         # A valid NDJSON line is exactly one event's JSON: send it as it came, no re-encoding.
         bad = {e.index for e in errors}
         values = [line for i, line in enumerate(lines) if i not in bad] if bad else lines
+        if max(map(len, values)) > MAX_LINE_AS_SENT:
+            values = [v if len(v) <= MAX_LINE_AS_SENT else encode_event(e) for v, e in zip(values, events, strict=True)]
     else:
         values = [encode_event(e) for e in events]
     try:
@@ -69,7 +79,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
         return problem(
             503,
             "Kafka unavailable",
-            f"no event of this request was accepted: {e}",
+            f"the request was not accepted; send it again (events of it that did reach Kafka are counted once): {e}",
             headers={"Retry-After": str(settings.retry_after_s)},
         )
     result["accepted"] = len(events)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tally.api.contract import EVENT_TYPES_SCHEMA, EXAMPLE_FROM, EXAMPLE_TO, FILTER_LIMIT, problem_response
 from tally.api.deps import RawStoreDep, SettingsDep
 from tally.api.models import FilteredEvents
 from tally.api.params import event_types, time_range
@@ -23,6 +24,10 @@ MAX_RANGE = timedelta(days=31)
     "/api/filtered_events",
     response_model=FilteredEvents,
     summary="Raw events matching filters",
+    responses={
+        422: problem_response("A parameter is invalid; `errors` names it."),
+        503: problem_response("Cassandra does not answer; retry after Retry-After.", True),
+    },
     description="Filter further with `attr.<key>=<value>` (repeatable; all must match). A page may hold fewer"
     " than `limit` events when the scan's time budget ran out first: the list ends only where `next_cursor` is"
     " null.",
@@ -31,13 +36,27 @@ async def get_filtered_events(
     request: Request,
     raw: RawStoreDep,
     settings: SettingsDep,
-    event_type: Annotated[list[str], Query(description="Event types to return (required, repeatable).")],
-    start: Annotated[datetime, Query(alias="from", description="RFC 3339 with offset (inclusive).")],
-    end: Annotated[
-        datetime, Query(alias="to", description="RFC 3339 with offset (exclusive); at most 31 days after from.")
+    event_type: Annotated[
+        list[str],
+        Query(
+            description=f"Event types to return (required, repeatable, {FILTER_LIMIT}).",
+            examples=[["purchase"]],
+            json_schema_extra={**EVENT_TYPES_SCHEMA, "minItems": 1},
+        ),
     ],
-    source: str | None = None,
-    user_id: str | None = None,
+    start: Annotated[
+        datetime, Query(alias="from", description="RFC 3339 with offset (inclusive).", examples=[EXAMPLE_FROM])
+    ],
+    end: Annotated[
+        datetime,
+        Query(
+            alias="to",
+            description="RFC 3339 with offset (exclusive); at most 31 days after from.",
+            examples=[EXAMPLE_TO],
+        ),
+    ],
+    source: Annotated[str | None, Query(examples=["web"])] = None,
+    user_id: Annotated[str | None, Query(examples=["u7"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Response:

@@ -35,7 +35,14 @@ async def readyz(pg: PgPoolDep, raw: RawStoreDep, producer: ProducerDep) -> JSON
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics of every API worker")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics of every API worker",
+    responses={
+        200: {"description": "Prometheus' text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 def prometheus_metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
