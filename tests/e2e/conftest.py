@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -18,15 +19,21 @@ UI_DIR = Path(__file__).parent.parent / "ui"
 
 
 @pytest.fixture(scope="session")
-def driver() -> str:
-    """Node, ready to run the playwright-core scripts in tests/ui against Debian's Chromium (npm
-    fetches no browser)."""
+def driver() -> Callable[..., dict]:
+    """Runs a playwright-core script of tests/ui against Debian's Chromium (npm fetches no browser)
+    and returns the JSON it prints last."""
     chromium, node, npm = shutil.which("chromium"), shutil.which("node"), shutil.which("npm")
     if not (chromium and node and npm):
         pytest.fail("the browser tests need chromium, node and npm (make test installs them)")
     if not (UI_DIR / "node_modules" / "playwright-core").exists():
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=UI_DIR, check=True, capture_output=True)
-    return node
+
+    def run(script: str, *args: str) -> dict:
+        out = subprocess.run([node, str(UI_DIR / script), *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-from tests.e2e.conftest import UI_DIR, iso, recent_window, wait_for
+from tests.e2e.conftest import iso, recent_window, wait_for
 
 SCREENSHOT = Path(__file__).parent.parent.parent / "artifacts" / "ui.png"
 
@@ -35,14 +33,7 @@ def test_ui_charts_live_aggregates_and_pages_matching_events(api, run_id, driver
 
     wait_for(lambda: counted() == 120, what="the UI's events to be counted")
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    out = subprocess.run(
-        [driver, str(UI_DIR / "drive.mjs"), str(api.base_url), event_type, str(SCREENSHOT)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = driver("drive.mjs", str(api.base_url), event_type, str(SCREENSHOT))
     assert seen["errors"] == [], seen["errors"]
     assert seen["error_banner"] == ""
     assert sorted(seen["legend"][1:]) == ["ios", "web"]  # one series per source, after the time column
