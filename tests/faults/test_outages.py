@@ -18,8 +18,10 @@ from tests.faults.test_kill_dataflow import dataflow_pids
 pytestmark = pytest.mark.faults
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pipeline(stack):
+    """A fresh one for each run: a run closes its hours by moving event time two hours on, and a
+    second run in the same hour would then be all late."""
     with own_pipeline(stack, "outages") as settings:
         yield settings
 

@@ -60,3 +60,44 @@ def test_event_behind_the_watermark_beyond_the_lateness_goes_to_the_late_topic(s
             time.sleep(0.2)
     old_minute = datetime.fromisoformat(old["timestamp"]).replace(second=0, microsecond=0)
     assert row == (old_minute, "late_test", 1)
+
+
+def test_poison_messages_from_another_producer_are_dead_lettered_with_their_reasons(stack):
+    # What no API would accept, written to Kafka directly: each is dead-lettered with its reason and
+    # position, and an ordinary event in the same message is counted.
+    marker = uuid.uuid4().hex
+    now = datetime.now(UTC)
+
+    def event(n: int, **fields) -> bytes:
+        e = {"event_id": f"{marker}-{n}", "event_type": "poison_test", "timestamp": now.isoformat(), **fields}
+        return json.dumps(e).encode()
+
+    lines = [
+        event(0, source="a\u0000b"),  # json.dumps writes \u0000
+        event(1)[:-1] + b',"user_id":"\\ud800"}',  # a lone surrogate
+        event(2, timestamp="0001-01-01T00:00:00+05:00"),
+        event(3, timestamp=(now + timedelta(days=365)).isoformat()),  # a year ahead of its arrival
+        event(4, value=1.7976931348623157e308),
+        event(5),  # ordinary
+    ]
+    oversized = b"\n".join(event(100 + i) for i in range(1025))  # more events than positions can number
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+    producer.produce(stack.events_topic, b"\n".join(lines), partition=2)
+    producer.produce(stack.events_topic, oversized, partition=2)
+    assert producer.flush(10) == 0
+
+    letters = read_topic(stack, stack.dlq_topic, lambda ms: sum(marker.encode() in m.value() for m in ms) >= 6)
+    mine = [m for m in letters if marker.encode() in m.value()]
+    where = {(int(dict(m.headers())["offset"]), int(dict(m.headers())["line"])): m for m in mine}
+    print("\n" + "\n".join(f"  {k}: {dict(m.headers())['reason'].decode()}" for k, m in sorted(where.items())))
+    assert len(where) == 6
+    (first, _line), *_ = sorted(where)
+    reasons = [dict(where[(first, line)].headers())["reason"].decode() for line in range(5)]
+    assert reasons[0].startswith("source: must not contain control characters")
+    assert "surrogate" in reasons[1]
+    assert reasons[2].startswith("timestamp: must be 1970-01-01")
+    assert reasons[3].startswith("timestamp: more than 300 s ahead of its arrival in Kafka")
+    assert reasons[4].startswith("value: Expected `float` <= 1e+289")
+    assert [where[(first, line)].value() for line in range(5)] == lines[:5]  # each line as it came
+    whole = where[(first + 1, 0)]
+    assert whole.value() == oversized and b"more than 1024 events" in dict(whole.headers())["reason"]
