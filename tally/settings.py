@@ -71,9 +71,10 @@ class Settings(BaseSettings):
     flush_interval_s: float = 1.0
     # An event up to this far behind the watermark still updates its bucket; later ones are late.
     allowed_lateness_s: int = 300
-    # An event stamped further ahead of the wall clock than this (a client's clock gone wrong) is
-    # counted in its bucket but does not move the watermark: it would make every on-time event of
-    # its partition late and declare buckets final that are not.
+    # An event stamped further ahead of the clock than this (a client's clock gone wrong) is refused
+    # at ingest, and dead-lettered by the dataflow if it comes another way (judged by its Kafka
+    # timestamp): it would hold its bucket open without bound, outlive dedup and move the watermark
+    # past every on-time event.
     max_ahead_s: int = 300
     # A partition with nothing left to read lets its watermark follow the wall clock this far
     # behind, so its buckets close (and answers become final) without waiting for new events.

@@ -1,7 +1,8 @@
-"""Aggregate answers for whole days that can no longer change, kept encoded in memory.
+"""Aggregate answers for whole final days, kept encoded in memory.
 
 A bucket is final once every partition's watermark is past its end plus the allowed lateness:
-from then on no event can change its rollup rows (later events go to the late ledger). So the
+from then on the stream never changes its rollup rows (later events go to the late ledger; only
+the correction step folds them in, and it bumps the rollup revision). So the
 answer of a query over a final day depends on nothing but the query, and a 30-day dashboard
 re-reads only today from PostgreSQL; the final days come from here as JSON fragments, spliced
 without being decoded or encoded again (the way Druid caches results per immutable segment).

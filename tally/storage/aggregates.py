@@ -180,7 +180,7 @@ class StreamState:
 
     as_of: datetime | None  # when rollups were last committed
     watermark: datetime | None  # event time every partition has reached (None until each has one)
-    final_before: datetime | None  # buckets ending at or before this can no longer change
+    final_before: datetime | None  # the stream no longer changes buckets ending at or before this
     revision: int = 0  # moves when final buckets were rewritten (see rollup_revision)
 
 
