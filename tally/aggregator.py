@@ -1,7 +1,7 @@
 """The per-partition aggregator: open minute cells closed by an event-time watermark, in plain Python.
 
-The dataflow (dataflows/), the backfill and the tests all aggregate through this module, so the
-engine that drives it stays replaceable. Nothing here does I/O.
+The dataflow (dataflows/) aggregates through this module, as will the backfill, so the engine that
+drives it stays replaceable. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from itertools import repeat
 
 from tally.cells import BUCKET_S, HOUR_S, Acc, Key, RollupRow, hour_of
 from tally.events.schema import Event
-from tally.flush import Flush, RawBatch, seconds_of
+from tally.flush import LINE_BITS, Flush, RawBatch, seconds_of
 from tally.sketch import hash_user
 
 
@@ -57,15 +57,25 @@ class PartitionAggregator:
         return self.watermark is not None and bucket + width + self.allowed_lateness_s <= self.watermark
 
     def add(self, events: list[Event], seconds: list[int] | None = None, positions: list[int] | None = None) -> None:
-        # Lateness is judged against the watermark as of the start of the batch, so the order of
-        # events inside one Kafka batch never changes the outcome.
+        """Fold events into their open cells; those of closed buckets go to the late list.
+
+        Lateness is judged against the watermark as of the start of each Kafka message (or of the
+        whole call, without positions): the order of events inside a message never changes the
+        outcome, and message boundaries, unlike batch boundaries, are the same whenever the stream
+        is read again, so a replay judges every event as the first reading did."""
         high = self.watermark
+        slack = self.allowed_lateness_s + BUCKET_S
         # Closed buckets are those ending (with lateness) at or before this limit.
-        limit = None if high is None else high - self.allowed_lateness_s - BUCKET_S
+        limit = None if high is None else high - slack
+        message = -1
         cells: dict[Key, list[Event]] = {}
         late, late_positions = self.late, self.late_positions
         secs = seconds_of(events) if seconds is None else seconds
         for e, t, pos in zip(events, secs, repeat(-1) if positions is None else positions, strict=False):
+            if pos >> LINE_BITS != message and pos >= 0:
+                message = pos >> LINE_BITS
+                if high is not None:
+                    limit = high - slack
             bucket = t - t % BUCKET_S
             if limit is not None and bucket <= limit:
                 late.append(e)

@@ -1,5 +1,6 @@
 """The dataflow graph with Bytewax's TestingSource/TestingSink, on one and on two workers."""
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -194,3 +195,24 @@ def test_positions_a_store_refused_before_a_restart_are_dead_lettered_with_the_r
     (flush,) = run([("0", KafkaBatch(0, values, [0, 1, 2, 3], 4, restore))], 1)
     assert [(p, r) for p, _v, r in flush.invalid] == [(position(2, 0), "postgres refused: check constraint")]
     assert sum(r.acc.count for r in flush.rows if r.width == 60) == 3
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_which_events_are_late_does_not_depend_on_how_batches_fell(size):
+    # Messages whose event times jump ahead and back: judged per batch, an event behind a jump in
+    # the same batch was on time, and late when the jump came in the batch before.
+    rng = random.Random(11)
+    values = [
+        b"\n".join(message(m * 10 + j, rng.choice([0, 400, 700, 1035, 1400])) for j in range(3)) for m in range(12)
+    ]
+
+    def late_ids(batch_size: int) -> list[str]:
+        step, state, out = Aggregate(300, 0.0, clock=lambda: 0.0), None, []
+        for i in range(0, len(values), batch_size):
+            offsets = list(range(i, min(i + batch_size, len(values))))
+            batch = KafkaBatch(0, values[offsets[0] : offsets[-1] + 1], offsets, offsets[-1] + 1, Restore(None, {}))
+            state, flush = step(state, batch)
+            out += [e.event_id for e in flush.late]
+        return out
+
+    assert late_ids(size) == late_ids(len(values)) != []
