@@ -131,22 +131,35 @@ class Aggregate:
         wall_ms = int(self.wall_clock() * 1000)
         arrivals = batch.arrivals if len(batch.arrivals) == len(batch.values) else repeat(wall_ms)
         for offset, value, arrived_ms in zip(batch.offsets, batch.values, arrivals, strict=False):
+            if value is None:  # a tombstone: no producer of events writes one
+                state.invalid.append((position(offset, 0), b"", _TOMBSTONE))
+                continue
             lines = value.split(b"\n")
             if len(lines) > MAX_LINES:  # not written by the API (tally.producer): refused whole
                 state.invalid.append((position(offset, 0), value, _TOO_MANY))
                 continue
             taken.lines += lines
-            taken.positions += [position(offset, j) for j in range(len(lines))]
+            first = position(offset, 0)
+            taken.positions += range(first, first + len(lines))
             ceiling = (arrived_ms if arrived_ms > 0 else wall_ms) // 1000 + self.max_ahead_s
             taken.ceilings += repeat(ceiling, len(lines))
-        if state.refused:
-            flags = [p not in state.refused for p in taken.positions]
-            if not all(flags):
-                for line, pos in zip(taken.lines, taken.positions, strict=True):
-                    if pos in state.refused:
-                        state.invalid.append((pos, line, state.refused.pop(pos)))
-                taken.keep(flags)
+        if state.refused and taken.positions:
+            self._dead_letter_refused(state, taken)
         return taken
+
+    @staticmethod
+    def _dead_letter_refused(state: PartitionState, taken: Lines) -> None:
+        """Dead-letter the positions a store refused before the restart, as they come by again."""
+        low, high = taken.positions[0], taken.positions[-1]
+        for pos in [p for p in state.refused if p < low]:  # gone for good (retention): forget them
+            del state.refused[pos]
+        if not any(low <= p <= high for p in state.refused):
+            return
+        flags = [p not in state.refused for p in taken.positions]
+        for line, pos, keep in zip(taken.lines, taken.positions, flags, strict=True):
+            if not keep:
+                state.invalid.append((pos, line, state.refused.pop(pos)))
+        taken.keep(flags)
 
     @staticmethod
     def _decode(state: PartitionState, taken: Lines) -> None:
@@ -209,6 +222,7 @@ class Aggregate:
 
 
 _TOO_MANY = f"message: more than {MAX_LINES} events in one Kafka message"
+_TOMBSTONE = "message: no value (a tombstone), not an event"
 
 
 def _cut_at_replay_end(state: PartitionState, batch: KafkaBatch) -> tuple[KafkaBatch, int | None]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import msgspec
 import psycopg
@@ -129,6 +130,12 @@ class CommitPartition(StatelessSinkPartition[Flush]):
             first & ((1 << LINE_BITS) - 1),
             positions[first],
         )
+        try:
+            # Read again without the refused events, the flush's raw pieces are cut elsewhere: the
+            # rows of this cut must not stay behind with a refused event or a second copy of others.
+            self.raw.forget(flush.raw, shard=flush.partition)
+        except Exception as e:
+            log.error("partition %d: could not delete the flush's raw rows before restarting: %s", flush.partition, e)
         with rollup_store.connect(self.settings, autocommit=True) as conn:
             refused.record(conn, self.settings.events_topic, flush.partition, positions)
         raise RefusedEvents(f"partition {flush.partition}: {len(positions)} events refused by {store}")
@@ -185,8 +192,9 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         metrics.RAW.labels(p).inc(len(flush.raw))
         metrics.EVENTS.labels(p).inc(len(flush.raw) - len(flush.late))
         metrics.LATE.labels(p).inc(len(flush.late))
-        for _pos, _value, reason in flush.invalid:
-            metrics.DEAD_LETTERS.labels(p, metrics.dead_letter_kind(reason)).inc()
+        kinds = Counter(metrics.dead_letter_kind(reason) for _pos, _value, reason in flush.invalid)
+        for kind, n in kinds.items():
+            metrics.DEAD_LETTERS.labels(p, kind).inc(n)
         metrics.COMMITTED.labels(p).set(flush.next_offset)
         if flush.watermark is not None:
             metrics.WATERMARK.labels(p).set(flush.watermark)
@@ -202,12 +210,15 @@ def _positions_in(flush: Flush, rows: list[tuple[RollupRow, str]]) -> dict[int, 
     (reason, row key)}. Found from the raw chunks (grouped by type and second) and their sources."""
     refused_rows = {(r.width, r.bucket, r.event_type, r.source): reason for r, reason in rows}
     types = {key[2] for key in refused_rows}
+    late = set(flush.late_positions)  # raw storage keeps late events too; no rollup row holds them
     found: dict[int, tuple[str, tuple]] = {}
     for (event_type, second), (positions, lines) in flush.raw.chunks.items():
         if event_type not in types:
             continue
         minute, hour = second - second % BUCKET_S, hour_of(second)
         for pos, event in zip(positions, _events.decode(b"[" + b",".join(lines) + b"]"), strict=True):
+            if pos in late:
+                continue
             for key in ((BUCKET_S, minute, event_type, event.source), (HOUR_S, hour, event_type, event.source)):
                 if key in refused_rows:
                     found[pos] = (refused_rows[key], key)

@@ -1,12 +1,14 @@
 """The rollup dataflow: Kafka `events` -> minute and hour rollups in PostgreSQL + raw events in Cassandra.
 
     kafka_in (a Kafka batch per item, per partition)
-      -> aggregate (decode, fold into open minute and hour buckets; emit a flush every `flush_interval_s`)
+      -> aggregate (decode, dedup, fold into open minute buckets, closed ones into their hours; emit a
+         flush every `flush_interval_s`)
       -> flush_due (drop the partition key)
       -> commit_out (DLQ + late topics, Cassandra, then rollups + offset in one PostgreSQL transaction)
 
-Malformed messages and late events are part of each flush and always written to their topics
-(`events.dlq`, `events.late`) before the offset moves: never dropped.
+Dead letters (messages the event schema refuses, events stamped too far ahead of their arrival,
+tombstones, oversized messages, events a store refused) and late events are part of each flush and
+always written to their topics (`events.dlq`, `events.late`) before the offset moves: never dropped.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             rollup_store.apply_schema(conn)
             lateness = settings.allowed_lateness_s
             next_offset, watermark, cells = rollup_store.load_partition(conn, self.topic, partition, lateness)
-            refused_here = refused.load(conn, self.topic, partition, next_offset or 0)
+            # A partition starting afresh (topic recreated, rollups wiped) may reuse old positions.
+            refused_here = refused.load(conn, self.topic, partition, next_offset) if next_offset is not None else {}
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])

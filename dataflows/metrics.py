@@ -14,7 +14,8 @@ DUPLICATES = Counter(
 DEAD_LETTERS = Counter(
     "tally_dataflow_dead_letters_total",
     "Events sent to events.dlq, by kind: schema (the event schema refuses it), ahead (stamped too far"
-    " ahead of its arrival), oversized (a message of too many events), refused (a store refused it)",
+    " ahead of its arrival), oversized (a message of too many events), tombstone (a message without a"
+    " value), refused (a store refused it)",
     ["partition", "kind"],
 )
 ROWS = Counter("tally_dataflow_rollup_rows_written_total", "Rollup rows upserted", ["partition"])
@@ -58,8 +59,8 @@ def dead_letter_kind(reason: str) -> str:
         return "refused"
     if reason.startswith("timestamp: more than"):
         return "ahead"
-    if reason.startswith("message: more than"):
-        return "oversized"
+    if reason.startswith("message: "):
+        return "oversized" if "more than" in reason else "tombstone"
     return "schema"
 
 

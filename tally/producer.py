@@ -116,6 +116,13 @@ class BatchProducer:
                 raise ProduceError(f"topic {self.topic} has no partitions")
         return self._partitions
 
+    async def check(self) -> None:
+        """Raise unless the broker answers for the topic now (the partition count above is cached)."""
+        meta = await asyncio.to_thread(self.producer.list_topics, self.topic, 2)
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise ProduceError(f"topic {self.topic} is not available: {topic.error if topic else 'missing'}")
+
     async def send_events(self, values: Sequence[bytes], event_ids: Sequence[str]) -> None:
         """Produce events (one JSON document each) as per-partition NDJSON messages; return once
         every message is acknowledged, else raise ProduceError."""

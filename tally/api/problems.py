@@ -47,8 +47,9 @@ def store_unavailable(store: str):
     """A store is down or restarting: a 503 the client may retry, not a 500. Ingest needs neither
     store and keeps accepting."""
 
-    async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        return problem(503, f"{store} unavailable", f"{store}: {exc}", headers={"Retry-After": "5"})
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        retry = str(request.app.state.settings.retry_after_s)
+        return problem(503, f"{store} unavailable", f"{store}: {exc}", headers={"Retry-After": retry})
 
     return handler
 

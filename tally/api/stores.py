@@ -88,7 +88,7 @@ async def readiness(pool: AsyncConnectionPool, raw: RawStore, producer) -> dict[
     async def cassandra() -> None:
         await asyncio.to_thread(raw.check)
 
-    checks = {"kafka": producer.partitions(), "postgres": postgres(), "cassandra": cassandra()}
+    checks = {"kafka": producer.check(), "postgres": postgres(), "cassandra": cassandra()}
     results = await asyncio.gather(*(asyncio.wait_for(c, 3) for c in checks.values()), return_exceptions=True)
     return {
         name: "ok" if not isinstance(r, BaseException) else f"error: {r or type(r).__name__}"

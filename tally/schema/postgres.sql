@@ -23,8 +23,9 @@ create table if not exists rollup_1m (
 create index if not exists rollup_1m_bucket on rollup_1m (bucket);
 create index if not exists rollup_1m_open on rollup_1m (kafka_partition, bucket) where not final;
 
--- Hour rollups, written by the dataflow beside the minutes from the same events, so each hour row
--- is exactly the sum of its minute rows; hourly and daily answers read 60x fewer rows.
+-- Hour rollups, written by the dataflow when an hour closes, as its closed minutes merged in
+-- minute order, so each hour row is exactly the sum of its minute rows; hourly and daily answers
+-- read 60x fewer rows.
 create table if not exists rollup_1h (like rollup_1m including all);
 
 -- The late ledger: events that arrived after their minute closed (beyond the allowed lateness),

@@ -112,15 +112,40 @@ class Kafka(Service):
         admin = self._admin()
         existing = admin.list_topics(timeout=10).topics
         missing = [t for t in self.settings.kafka_topics if t not in existing]
-        if not missing:
-            return
-        futures = admin.create_topics(
-            [NewTopic(t, num_partitions=self.settings.kafka_partitions, replication_factor=1) for t in missing]
-        )
-        for topic, fut in futures.items():
-            try:
-                fut.result(timeout=30)
-            except Exception as e:  # a concurrent `up` may have created it first
-                if "TOPIC_ALREADY_EXISTS" not in str(e):
-                    raise StackError(self.name, f"could not create topic {topic}: {e}") from e
-        say(self.name, f"created topics {', '.join(missing)} ({self.settings.kafka_partitions} partitions)")
+        if missing:
+            futures = admin.create_topics(
+                [
+                    NewTopic(
+                        t,
+                        num_partitions=self.settings.kafka_partitions,
+                        replication_factor=1,
+                        config=topic_config(t, self.settings),
+                    )
+                    for t in missing
+                ]
+            )
+            for topic, fut in futures.items():
+                try:
+                    fut.result(timeout=30)
+                except Exception as e:  # a concurrent `up` may have created it first
+                    if "TOPIC_ALREADY_EXISTS" not in str(e):
+                        raise StackError(self.name, f"could not create topic {topic}: {e}") from e
+            say(self.name, f"created topics {', '.join(missing)} ({self.settings.kafka_partitions} partitions)")
+        if self.settings.events_topic in existing:
+            self._broker_time(admin)
+
+    def _broker_time(self, admin) -> None:
+        """Topics made before the events topic took the broker's time: set it (idempotent)."""
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+        entry = ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ResourceType.TOPIC, self.settings.events_topic, incremental_configs=[entry])
+        for fut in admin.incremental_alter_configs([resource]).values():
+            fut.result(timeout=30)
+
+
+def topic_config(topic: str, settings) -> dict[str, str]:
+    """The events topic stamps each message with the broker's time (LogAppendTime), not the
+    producer's: the dataflow judges how far ahead an event is stamped against it, and a producer
+    with a clock gone wrong would otherwise vouch for its own events."""
+    return {"message.timestamp.type": "LogAppendTime"} if topic == settings.events_topic else {}

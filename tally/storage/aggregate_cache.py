@@ -40,8 +40,10 @@ class FinalDays:
 
     def check_revision(self, revision: int) -> None:
         """Final days were rewritten (late events folded in, a backfill): forget them all. Read
-        the revision before the data, so an entry is never older than the revision it is kept under."""
-        if revision != self.revision:
+        the revision before the data, so an entry is never older than the revision it is kept
+        under. Only a newer revision counts: a slow request that read an older one neither empties
+        what newer ones filled nor (see _fill) stores what it read."""
+        if self.revision is None or revision > self.revision:
             self.days.clear()
             self.points = 0
             self.revision = revision

@@ -146,9 +146,7 @@ def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
     from cassandra.concurrent import execute_concurrent
 
     insert = session.prepare(raw_events.INSERT_CHUNK)
-    delete = session.prepare(
-        "delete from event_chunks where event_type = ? and hour = ? and shard = ? and slot = ? and first_offset = ?"
-    )
+    delete = session.prepare(raw_events.DELETE_CHUNK)
     statements, removed = [], 0
     for ((et, shard, second), first), ids in sorted(drop.items()):
         if first not in pieces[(et, shard, second)]:

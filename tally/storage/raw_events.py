@@ -50,3 +50,6 @@ INSERT_CHUNK = (
     "insert into event_chunks (event_type, hour, shard, slot, first_offset, events)"
     " values (?, ?, ?, ?, ?, ?) using ttl ?"
 )
+DELETE_CHUNK = (
+    "delete from event_chunks where event_type = ? and hour = ? and shard = ? and slot = ? and first_offset = ?"
+)

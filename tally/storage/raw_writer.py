@@ -8,12 +8,13 @@ from collections.abc import Iterator
 
 from tally.flush import RawBatch
 from tally.settings import Settings
-from tally.storage.raw_events import INSERT_CHUNK, chunk_key
+from tally.storage.raw_events import DELETE_CHUNK, INSERT_CHUNK, chunk_key
 
 # A chunk row holds at most this much. Pieces are cut at the same events whenever the same flush is
 # written again, and a restarted partition cuts its flushes where they ended before (tally.dedup).
 # Only with dedup off can a replay cut elsewhere leave a stale tail piece, whose events the reader
-# returns once (it drops repeats of the same event_id and time).
+# returns once (it drops repeats of the same event_id and time); a flush with refused events is
+# `forget`-ed before it is read again without them.
 PIECE_EVENTS = 2000
 PIECE_BYTES = 1 << 20
 # Small rows are sent in unlogged batches of at most this much (under cassandra.yaml's
@@ -37,23 +38,31 @@ class RawEventWriter:
         self.session = session
         self.ttl = settings.raw_ttl_s
         self.insert = session.prepare(INSERT_CHUNK)
+        self.delete = session.prepare(DELETE_CHUNK)
 
     def write(self, raw: RawBatch, shard: int) -> int:
         """Write events as one chunk row per (event_type, second), split into bounded pieces.
-        Raises RefusedRows if Cassandra refused some rows for their content (the others are
-        written), or the error of a write that kept failing otherwise."""
+        Raises RefusedRows if Cassandra refused some rows for their content and took the others,
+        or the error of a write that kept failing otherwise (also when it refused every row: that
+        is a table or a setting gone wrong, not the data, and is waited out like an outage)."""
         from cassandra import InvalidRequest
 
         statements, rows = self._statements(raw, shard)
+        total = sum(map(len, rows))
+        refused: dict[int, str] = {}
+        refused_rows = 0
         # Large rows fill the socket's send buffer, and the driver then fails further requests at
         # once (ConnectionBusy) instead of queueing them: retry just those, soon. Rows are
         # idempotent, so a retry rewrites the same data; a longer outage raises to the caller.
-        refused: dict[int, str] = {}
         for attempt in range(8):
             failed = []
             for i, error in self._run(statements):
                 if isinstance(error, InvalidRequest):
-                    refused.update(self._isolate(statements[i], rows[i], error))
+                    found, n = self._isolate(rows[i])
+                    refused.update(found)
+                    refused_rows += n
+                    if refused_rows == total:
+                        raise error
                 else:
                     failed.append((i, error))
             if not failed:
@@ -64,6 +73,18 @@ class RawEventWriter:
             rows = [rows[i] for i, _e in failed]
             time.sleep(0.02 * 2**attempt)
         raise failed[0][1]
+
+    def forget(self, raw: RawBatch, shard: int) -> None:
+        """Delete the chunk rows `write` makes of this batch: before a flush with refused events is
+        read again, which cuts its pieces elsewhere (the refused ones left out), so that no row of
+        the first cut stays behind with a refused event or a second copy of the others."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        _statements, rows = self._statements(raw, shard)
+        keys = [row[:5] for group in rows for row, _positions in group]
+        for ok, result in execute_concurrent_with_args(self.session, self.delete, keys, concurrency=32):
+            if not ok:
+                raise result
 
     def _statements(self, raw: RawBatch, shard: int) -> tuple[list, list[list[tuple]]]:
         """(statement, params or None) pairs, and the rows each carries as (params, positions)."""
@@ -97,19 +118,20 @@ class RawEventWriter:
         results = execute_concurrent(self.session, statements, concurrency=16, raise_on_first_error=False)
         return [(i, result) for i, (ok, result) in enumerate(results) if not ok]
 
-    def _isolate(self, statement, rows: list[tuple], error: Exception) -> dict[int, str]:
-        """A refused request: which of its rows are refused (a batch is tried row by row)."""
+    def _isolate(self, rows: list[tuple]) -> tuple[dict[int, str], int]:
+        """A refused request, row by row: ({position: reason} of the events in refused rows, how
+        many rows were refused). A batch may be refused for one row, or for being a batch."""
         from cassandra import InvalidRequest
 
-        if len(rows) == 1:
-            return dict.fromkeys(rows[0][1], f"refused by Cassandra: {error}")
         refused: dict[int, str] = {}
+        n = 0
         for row, positions in rows:
             try:
                 self.session.execute(self.insert, row)
             except InvalidRequest as e:
                 refused.update(dict.fromkeys(positions, f"refused by Cassandra: {e}"))
-        return refused
+                n += 1
+        return refused, n
 
     @staticmethod
     def _batch():

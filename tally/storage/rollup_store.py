@@ -211,7 +211,12 @@ def load_partition(
         minute = int(bucket.timestamp())
         acc = acc_of(*values)
         if not final:
-            cells[(BUCKET_S, (minute, et, src))] = acc
+            # A minute closes in the flush that writes it final; one still open here although the
+            # watermark closed it was left out when PostgreSQL refused its row (dataflows.
+            # commit_sink), or belongs to another topic's stream: reopened, it would close at once
+            # into an hour of its own and overwrite the right one.
+            if minute + BUCKET_S + allowed_lateness_s > wm:
+                cells[(BUCKET_S, (minute, et, src))] = acc
             continue
         hour = hour_of(minute)
         if hour + HOUR_S + allowed_lateness_s > wm:

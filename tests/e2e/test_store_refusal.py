@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
-from tally.storage import rollup_store
+from tally.storage import raw_events, raw_reader, rollup_store
 from tests.e2e.conftest import iso, minute_cells, recent_window, wait_for
 from tests.topics import read_topic
 
@@ -57,3 +57,12 @@ def test_events_postgresql_refuses_are_dead_lettered_and_the_rest_counted_exactl
     minute = iso(start)[:16]
     want = Counter({(minute, f"{run}.order", "web"): 396 + 100})
     wait_for(lambda: minute_cells(api.get("/api/aggregate", params=params).json()) == want, 90, "exact counts")
+    # Raw storage holds every counted event exactly once, and none of the refused ones.
+    cluster = raw_events.cluster(stack)
+    try:
+        reader = raw_reader.RawEventReader(cluster.connect(stack.cassandra_keyspace), stack.kafka_partitions)
+        hour = raw_events.us(start.replace(minute=0))
+        stored = Counter(e.event_id for e in reader.hour(f"{run}.order", hour))
+    finally:
+        cluster.shutdown()
+    assert stored == Counter(e["event_id"] for e in body + after if e["source"] != refused_source)

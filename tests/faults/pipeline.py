@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tally.settings import Settings
 from tally.stack import runner
+from tally.stack.kafka import topic_config
 
 
 @contextlib.contextmanager
@@ -30,7 +31,10 @@ def own_pipeline(stack: Settings, name: str = "faults") -> Iterator[Settings]:
         }
     )
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    new = [NewTopic(t, num_partitions=settings.kafka_partitions, replication_factor=1) for t in settings.kafka_topics]
+    new = [
+        NewTopic(t, num_partitions=settings.kafka_partitions, replication_factor=1, config=topic_config(t, settings))
+        for t in settings.kafka_topics
+    ]
     for future in admin.create_topics(new).values():
         future.result(timeout=30)
     results = runner.up(settings, ["api", "dataflow"])

@@ -84,10 +84,16 @@ def test_poison_messages_from_another_producer_are_dead_lettered_with_their_reas
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
     producer.produce(stack.events_topic, b"\n".join(lines), partition=2)
     producer.produce(stack.events_topic, oversized, partition=2)
+    producer.produce(stack.events_topic, None, key=marker.encode(), partition=2)  # a tombstone
     assert producer.flush(10) == 0
 
     letters = read_topic(stack, stack.dlq_topic, lambda ms: sum(marker.encode() in m.value() for m in ms) >= 6)
     mine = [m for m in letters if marker.encode() in m.value()]
+    first_offset = min(int(dict(m.headers())["offset"]) for m in mine)
+    tombstone = read_topic(stack, stack.dlq_topic, lambda ms: any(_at(m, first_offset + 2) for m in ms), 30)
+    assert [dict(m.headers())["reason"] for m in tombstone if _at(m, first_offset + 2)][:1] == [
+        b"message: no value (a tombstone), not an event"
+    ]
     where = {(int(dict(m.headers())["offset"]), int(dict(m.headers())["line"])): m for m in mine}
     print("\n" + "\n".join(f"  {k}: {dict(m.headers())['reason'].decode()}" for k, m in sorted(where.items())))
     assert len(where) == 6
@@ -101,3 +107,8 @@ def test_poison_messages_from_another_producer_are_dead_lettered_with_their_reas
     assert [where[(first, line)].value() for line in range(5)] == lines[:5]  # each line as it came
     whole = where[(first + 1, 0)]
     assert whole.value() == oversized and b"more than 1024 events" in dict(whole.headers())["reason"]
+
+
+def _at(message, offset: int) -> bool:
+    headers = dict(message.headers())
+    return headers.get("partition") == b"2" and headers.get("offset") == str(offset).encode()

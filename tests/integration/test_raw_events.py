@@ -136,3 +136,15 @@ def test_a_scan_out_of_time_returns_what_it_found_and_a_cursor_that_misses_and_r
     q = raw_reader.RawQuery([event_type], now - timedelta(days=31), now + timedelta(minutes=1), source="nobody")
     bodies, cursor = reader.page(q, deadline=0.0)
     assert bodies == [] and cursor is not None and cursor.ts_us >= raw_events.us(now - timedelta(hours=2))
+
+
+def test_a_write_cassandra_refuses_whole_is_an_error_to_wait_out_not_a_refusal_of_events(stack, session):
+    # Every row refused says more about a setting or the table than about the events (here a TTL
+    # Cassandra cannot take): nothing is reported for dead-lettering, the error goes up.
+    from cassandra import InvalidRequest
+
+    start = datetime(2026, 3, 4, 5, 6, 8, tzinfo=UTC)
+    events = [Event(f"all-{i}", f"raw.ttl.{i % 2}", start, "web") for i in range(6)]
+    raw = RawBatch.of([(i, e, encode_event(e)) for i, e in enumerate(events)])
+    with pytest.raises(InvalidRequest):
+        raw_writer.RawEventWriter(session, stack.model_copy(update={"raw_ttl_s": -1})).write(raw, shard=0)
