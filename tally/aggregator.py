@@ -67,13 +67,13 @@ class PartitionAggregator:
         slack = self.allowed_lateness_s + BUCKET_S
         # Closed buckets are those ending (with lateness) at or before this limit.
         limit = None if high is None else high - slack
-        message = -1
+        next_message = 0  # the first position of the message after the current one
         cells: dict[Key, list[Event]] = {}
         late, late_positions = self.late, self.late_positions
         secs = seconds_of(events) if seconds is None else seconds
         for e, t, pos in zip(events, secs, repeat(-1) if positions is None else positions, strict=False):
-            if pos >> LINE_BITS != message and pos >= 0:
-                message = pos >> LINE_BITS
+            if pos >= next_message:  # one comparison an event: positions rise, a message at a time
+                next_message = ((pos >> LINE_BITS) + 1) << LINE_BITS
                 if high is not None:
                     limit = high - slack
             bucket = t - t % BUCKET_S
