@@ -42,6 +42,7 @@ from late_events l
 join stream_offsets o on o.topic = %(topic)s and o.kafka_partition = l.kafka_partition
 where l.folded_at is null
   and date_bin('1 hour', l.bucket, timestamptz '1970-01-01Z') + interval '1 hour' + %(lateness)s <= o.watermark
+  and (%(until)s::timestamptz is null or l.bucket < %(until)s::timestamptz)
 order by l.event_id
 limit %(limit)s
 for update of l skip locked
@@ -70,23 +71,37 @@ class Folded:
         return self.events + self.duplicates
 
 
-def fold_late(settings: Settings, limit: int = 100_000, topic: str | None = None) -> Folded:
+def fold_late(
+    settings: Settings, limit: int = 100_000, topic: str | None = None, until: datetime | None = None
+) -> Folded:
     """Fold up to `limit` late events whose hour has closed; call again until it settles 0 rows.
     `topic`: whose partition watermarks decide what is closed (default: the events topic).
+    `until`: only events of minutes before this (the orchestrator's hourly partitions).
     Before returning, raw storage is put right for every row folded so far, by this run or one
     that died."""
     with rollup_store.connect(settings) as conn:
-        folded = _fold(conn, settings, limit, topic or settings.events_topic)
+        folded = _fold(conn, settings, limit, topic or settings.events_topic, until)
         _fix_raw(conn, settings, limit)
     return folded
 
 
-def _fold(conn: psycopg.Connection, settings: Settings, limit: int, topic: str) -> Folded:
+def pending(settings: Settings, until: datetime | None = None) -> int:
+    """Late events not folded yet (what answers show as `late_count`), of minutes before `until`."""
+    with rollup_store.connect(settings, connect_timeout=5) as conn:
+        (n,) = conn.execute(
+            "select count(*) from late_events where folded_at is null"
+            " and (%(until)s::timestamptz is null or bucket < %(until)s::timestamptz)",
+            {"until": until},
+        ).fetchone()
+    return n
+
+
+def _fold(conn: psycopg.Connection, settings: Settings, limit: int, topic: str, until: datetime | None) -> Folded:
     """Stage 1, one transaction: decide, add what is not a duplicate, record the decisions."""
     with conn.transaction():
         rows = conn.execute(
             _PENDING,
-            {"topic": topic, "lateness": f"{settings.allowed_lateness_s} seconds", "limit": limit},
+            {"topic": topic, "lateness": f"{settings.allowed_lateness_s} seconds", "limit": limit, "until": until},
         ).fetchall()
         if not rows:
             return Folded(0, 0)

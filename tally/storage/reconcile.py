@@ -60,6 +60,17 @@ def reconcile(
     return out
 
 
+def closed_until(settings: Settings, topic: str | None = None) -> datetime | None:
+    """Event time before which every minute is closed in every partition (so reconciling it is
+    meaningful): the slowest partition's watermark less the allowed lateness. None before the
+    dataflow has committed anything."""
+    with rollup_store.connect(settings, connect_timeout=5) as conn:
+        (mark,) = conn.execute(
+            "select min(watermark) from stream_offsets where topic = %s", (topic or settings.events_topic,)
+        ).fetchone()
+    return None if mark is None else mark - timedelta(seconds=settings.allowed_lateness_s)
+
+
 def _counted(settings: Settings, start: datetime, end: datetime) -> tuple[Counter, Counter]:
     with rollup_store.connect(settings) as conn:
         return _per_hour(conn, "sum(event_count)::bigint", "rollup_1m", start, end), _per_hour(
