@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     api_port: int = 8000
     dataflow_metrics_port: int = 9101
 
+    # Dagster (orchestration/): the UI's port, and the database in the stack's PostgreSQL that keeps
+    # its runs, checks and sensor cursors.
+    dagster_port: int = 3000
+    dagster_database: str = "dagster"
+    # The stream's tables are stale (their freshness checks fail) when they have not caught up with
+    # the events topic for this long.
+    stream_freshness_s: int = 120
+
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
 

@@ -26,6 +26,7 @@ TEST_ENV = {
     "TALLY_PROMETHEUS_PORT": "19090",
     "TALLY_API_PORT": "18000",
     "TALLY_DATAFLOW_METRICS_PORT": "19101",
+    "TALLY_DAGSTER_PORT": "13000",
 }
 for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)

@@ -72,7 +72,7 @@ class Supervised(Service):
         return carries(pid, self.marks) or (pid in self._listed() and cmdline(pid).rstrip() in argvs)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
@@ -121,7 +121,7 @@ class Api(Supervised):
         ]
 
     def probe(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.port}/healthz")
+        return http_ok(f"http://127.0.0.1:{self.port}/healthz")
 
 
 class Dataflow(Supervised):
@@ -144,4 +144,4 @@ class Dataflow(Supervised):
 
     def probe(self) -> bool:
         ports = [self.port + i for i in range(self.settings.dataflow_processes)]
-        return all(_http_ok(f"http://127.0.0.1:{p}/metrics") for p in ports)
+        return all(http_ok(f"http://127.0.0.1:{p}/metrics") for p in ports)

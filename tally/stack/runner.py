@@ -10,6 +10,7 @@ from tally.stack.apps import Api, Dataflow, Supervised
 from tally.stack.cassandra import Cassandra
 from tally.stack.install import say
 from tally.stack.kafka import Kafka
+from tally.stack.orchestrator import Dagster
 from tally.stack.postgres import Postgres
 from tally.stack.prometheus import Prometheus
 from tally.stack.service import STACK_ENV, Service, StackError, cmdline, pid_alive
@@ -25,6 +26,7 @@ def services(settings: Settings) -> list[Service]:
         Prometheus(settings),
         Api(settings),
         Dataflow(settings),
+        Dagster(settings),
     ]
 
 

@@ -13,7 +13,7 @@ import time
 from tally.stack import runner
 from tally.stack.service import pid_alive
 
-NAMES = ["api", "cassandra", "dataflow", "kafka", "postgres", "prometheus"]
+NAMES = ["api", "cassandra", "dagster", "dataflow", "kafka", "postgres", "prometheus"]
 
 
 def tally(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,6 +39,8 @@ def test_status_json_lists_every_component_up_with_pid_and_port(stack):
         assert c["status"] == "up" and pid_alive(c["pid"])
     assert comps["kafka"]["port"] == stack.kafka_port
     assert comps["postgres"]["port"] == stack.pg_port
+    # Dagster's webserver and daemon, under one supervisor, on the port its setting names.
+    assert comps["dagster"]["port"] == stack.dagster_port and len(comps["dagster"]["pids"]) == 2
 
 
 def test_second_up_is_a_no_op(stack):

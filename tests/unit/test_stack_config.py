@@ -44,7 +44,7 @@ def test_unknown_component_is_refused_by_name():
 def test_components_have_distinct_ports_and_names():
     svcs = services(Settings())
     assert len({s.port for s in svcs}) == len(svcs)
-    assert [s.name for s in svcs] == ["cassandra", "kafka", "postgres", "prometheus", "api", "dataflow"]
+    assert [s.name for s in svcs] == ["cassandra", "kafka", "postgres", "prometheus", "api", "dataflow", "dagster"]
 
 
 def test_pid_file_naming_a_strangers_process_is_not_ours(tmp_path):
