@@ -1,10 +1,11 @@
-"""Tally's Dagster code location: everything is declared under defs/, one folder per domain."""
+"""Tally's Dagster code location (workspace.yaml points here): everything is declared under defs/,
+one folder per domain, and loaded from there."""
+
+from pathlib import Path
 
 import dagster as dg
-
-import orchestration.defs
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_defs(defs_root=orchestration.defs)
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
