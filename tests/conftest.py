@@ -49,6 +49,15 @@ def stack(settings: Settings):
 
 
 @pytest.fixture(scope="session")
+def dbt_manifest() -> None:
+    """The dbt project parsed (target/manifest.json), as `tally up` does before starting Dagster:
+    Dagster's definitions read the manifest and never run dbt at import."""
+    from tally.stack.orchestrator import parse_dbt_project
+
+    parse_dbt_project(Settings())
+
+
+@pytest.fixture(scope="session")
 def timescaledb_dsn(settings: Settings):
     """DSN of a TimescaleDB engine: TALLY_TIMESCALEDB_DSN if set (a real server), else TimescaleDB-in-PGlite."""
     if dsn := os.environ.get("TALLY_TIMESCALEDB_DSN"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from tally.settings import REPO_ROOT
+from tally.settings import REPO_ROOT, Settings
 from tally.stack.apps import Supervised, http_ok
 from tally.stack.service import StackError
 
@@ -97,7 +97,7 @@ class Dagster(Supervised):
             )
         )
         self._create_database()
-        self._parse_dbt_project()
+        parse_dbt_project(self.settings, self.env())
 
     def _create_database(self) -> None:
         s, db = self.settings, self.settings.dagster_database
@@ -107,22 +107,6 @@ class Dagster(Supervised):
                     conn.execute(f'create database "{db}"')
         except psycopg.Error as e:
             raise StackError(self.name, f"cannot create its database {db!r} in PostgreSQL: {e}") from e
-
-    def _parse_dbt_project(self) -> None:
-        # Dagster reads the dbt project from its manifest, which `dbt parse` writes; definitions
-        # never run dbt at import, so it is made here, once per start (~5 s).
-        dbt = Path(sys.executable).parent / "dbt"
-        project = REPO_ROOT / "dbt_project"
-        if not (project / "dbt_project.yml").exists():
-            return
-        done = subprocess.run(
-            [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
-            env={**os.environ, **self.settings.as_env(), **self.env()},
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise StackError(self.name, "the dbt project does not parse:\n" + (done.stdout + done.stderr)[-2000:])
 
     def children(self) -> list[list[str]]:
         bin_dir = Path(sys.executable).parent
@@ -135,3 +119,20 @@ class Dagster(Supervised):
     def probe(self) -> bool:
         # /server_info answers once the webserver has loaded; the code location loads beside it.
         return http_ok(f"http://127.0.0.1:{self.port}/server_info")
+
+
+def parse_dbt_project(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """Write the dbt project's manifest (`dbt parse`, ~5 s): Dagster reads the project from it, and its
+    definitions never run dbt at import. Raises StackError with dbt's message if the project is broken."""
+    project = REPO_ROOT / "dbt_project"
+    if not (project / "dbt_project.yml").exists():
+        return
+    dbt = Path(sys.executable).parent / "dbt"
+    done = subprocess.run(
+        [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+        env={**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StackError("dagster", "the dbt project does not parse:\n" + (done.stdout + done.stderr)[-2000:])
