@@ -35,7 +35,7 @@ test-deps:
 	@test -d tests/ui/node_modules/playwright-core || (cd tests/ui && npm ci --no-audit --no-fund)
 
 lint: install
-	$(BIN)/ruff check tally dataflows orchestration tests
+	$(BIN)/ruff check tally dataflows orchestration expectations benchmarks tests
 
 install: $(STAMP)
 
