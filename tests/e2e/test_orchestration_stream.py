@@ -41,7 +41,7 @@ def observe(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list, str
 def freshness(instance: dg.DagsterInstance, lower_bound: timedelta) -> dict[dg.AssetKey, bool]:
     """Each stream table's freshness check, run against what the instance has recorded."""
     specs = [stream_assets.events_topic, stream_assets.raw_events, stream_assets.rollup_1m]
-    specs += [stream_assets.rollup_1h, stream_assets.late_events]
+    specs += [stream_assets.rollup_1h, stream_assets.late_events, stream_assets.stream_offsets]
     result = dg.materialize(
         [*freshness_checks(lower_bound), *specs], instance=instance, selection=dg.AssetSelection.all_asset_checks()
     )

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration.defs.rollups.assets import daily, daily_rollups
+from orchestration.defs.rollups.assets import daily, daily_rollups, views_over_daily
 
 # Late events are folded within about an hour of their hour closing; three days leave room for a
 # correction that could not run for a day or two. Keep in step with dbt's `lookback_days` default.
@@ -13,9 +13,10 @@ LOOKBACK_DAYS = 3
 
 daily_rollups_job = dg.define_asset_job(
     "daily_rollups_job",
-    selection=dg.AssetSelection.assets(daily_rollups),
+    # The views over the daily models (weekly) ride along: they cannot wait for "all days present".
+    selection=dg.AssetSelection.assets(daily_rollups, views_over_daily),
     partitions_def=daily,
-    description="Build the daily dbt rollups of the partition's day, then run their dbt tests.",
+    description="Build the daily dbt rollups of the partition's day and the views over them, then run their dbt tests.",
 )
 
 

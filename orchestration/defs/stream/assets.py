@@ -14,6 +14,7 @@ RAW_EVENTS = dg.AssetKey(["stream", "raw_events"])
 ROLLUP_1M = dg.AssetKey(["stream", "rollup_1m"])
 ROLLUP_1H = dg.AssetKey(["stream", "rollup_1h"])
 LATE_EVENTS = dg.AssetKey(["stream", "late_events"])
+STREAM_OFFSETS = dg.AssetKey(["stream", "stream_offsets"])
 
 events_topic = dg.AssetSpec(
     EVENTS,
@@ -74,5 +75,17 @@ late_events = dg.AssetSpec(
     ),
 )
 
+stream_offsets = dg.AssetSpec(
+    STREAM_OFFSETS,
+    group_name=GROUP,
+    kinds={"postgres"},
+    deps=[EVENTS],
+    description=(
+        "Where each Kafka partition's reading resumes, and its watermark (the event time before which its"
+        " minutes are closed and final). Committed with the rollups, so it says exactly how much of the"
+        " topic every table here reflects."
+    ),
+)
+
 # What the dataflow commits together, in one transaction per flush (raw events just before it).
-STREAM_TABLES = [RAW_EVENTS, ROLLUP_1M, ROLLUP_1H, LATE_EVENTS]
+STREAM_TABLES = [RAW_EVENTS, ROLLUP_1M, ROLLUP_1H, LATE_EVENTS, STREAM_OFFSETS]
