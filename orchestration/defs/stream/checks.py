@@ -3,7 +3,8 @@ TALLY_STREAM_FRESHNESS_S (default 2 minutes): the dataflow stopped, stuck, or fa
 
 "Caught up" is the stamp the stream sensor reports (sensors.py): the time up to which a table holds
 every event Kafka received, so a quiet stream stays fresh and a stalled one goes stale even while
-its process is alive.
+its process is alive. The stream sensor records their verdict itself as it reports (no run, no
+process); run from the UI, the checks below compute the same from the recorded stamps.
 
 Checks rather than a FreshnessPolicy on the specs (which Dagster now prefers): a policy looks only at
 when a materialization was recorded, so a dataflow that keeps committing while falling ever further
@@ -18,6 +19,8 @@ import dagster as dg
 from orchestration.defs.stream.assets import STREAM_TABLES
 from tally.settings import Settings
 
+FRESHNESS_CHECK = "freshness_check"  # the name build_last_update_freshness_checks gives each check
+
 
 def freshness_checks(lower_bound: timedelta) -> list[dg.AssetChecksDefinition]:
     with warnings.catch_warnings():
@@ -30,13 +33,3 @@ def freshness_checks(lower_bound: timedelta) -> list[dg.AssetChecksDefinition]:
 
 
 stream_freshness_checks = freshness_checks(timedelta(seconds=Settings().stream_freshness_s))
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.SupersessionWarning)
-    # Runs a check only when its asset may have gone stale since it last passed.
-    stream_freshness_sensor = dg.build_sensor_for_freshness_checks(
-        freshness_checks=stream_freshness_checks,
-        name="stream_freshness_sensor",
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )

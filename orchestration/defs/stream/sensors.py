@@ -7,23 +7,27 @@ no run, so it costs the stream nothing.
   stamped with the time up to which they hold every event (`dagster/last_updated_timestamp`).
 - While the dataflow is caught up and nothing new arrives, an observation once a minute says the
   tables are still current, so a quiet stream is not mistaken for a stalled one.
-The freshness checks (checks.py) read those stamps: a dataflow that stops while events keep coming
-leaves them behind, and the checks fail.
+- The tables' freshness checks (checks.py) are evaluated here from the same stamp, when their verdict
+  changes and every few minutes: a dataflow that stops while events keep coming leaves the stamp
+  behind, and they fail. (Run as jobs, each evaluation would start a process and load the
+  definitions, several times an hour; from the UI they can still be run that way.)
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 
 from orchestration.defs.resources import TallyResource
 from orchestration.defs.stream.assets import EVENTS, STREAM_TABLES
+from orchestration.defs.stream.checks import FRESHNESS_CHECK
 from tally.storage.stream_progress import Progress, read
 
 LAST_UPDATED = "dagster/last_updated_timestamp"
 # A quiet, caught-up stream is re-confirmed this often, and the topic re-observed when unchanged.
 STILL_CURRENT_S = 60
 TOPIC_UNCHANGED_S = 300
+FRESHNESS_UNCHANGED_S = 300  # an unchanged verdict is recorded again this often
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Seen:
     as_of: float = 0.0  # the last `dagster/last_updated_timestamp` reported for the tables
     end_offsets: int = -1
     topic_at: float = 0.0
+    fresh: bool | None = None  # the freshness verdict last recorded
+    fresh_at: float = 0.0
 
     @classmethod
     def load(cls, cursor: str | None) -> "Seen":
@@ -43,21 +49,55 @@ class Seen:
         return json.dumps(self.__dict__)
 
 
-def reports(progress: Progress, seen: Seen) -> tuple[list, Seen]:
+def reports(progress: Progress, seen: Seen, freshness_s: float) -> tuple[list, Seen]:
     """The asset events to report for this reading of the stream, and the new cursor."""
     events: list = []
     now = progress.read_at
+    seen = replace(seen)
     if progress.end_offsets != seen.end_offsets or now - seen.topic_at >= TOPIC_UNCHANGED_S:
         events.append(dg.AssetObservation(EVENTS, metadata=_topic_metadata(progress)))
-        seen = Seen(seen.version, seen.as_of, progress.end_offsets, now)
+        seen.end_offsets, seen.topic_at = progress.end_offsets, now
     tables = {**_table_metadata(progress), LAST_UPDATED: dg.MetadataValue.timestamp(progress.as_of)}
     if progress.version != seen.version and progress.committed > 0:
         events += [dg.AssetMaterialization(key, metadata=tables) for key in STREAM_TABLES]
-        seen = Seen(progress.version, progress.as_of, seen.end_offsets, seen.topic_at)
+        seen.version, seen.as_of = progress.version, progress.as_of
     elif progress.as_of - seen.as_of >= STILL_CURRENT_S and progress.caught_up:
         events += [dg.AssetObservation(key, metadata=tables) for key in STREAM_TABLES]
-        seen = Seen(seen.version, progress.as_of, seen.end_offsets, seen.topic_at)
+        seen.as_of = progress.as_of
+    if seen.as_of:  # nothing to judge before the first report
+        events += _freshness(seen, now, freshness_s)
     return events, seen
+
+
+def _freshness(seen: Seen, now: float, freshness_s: float) -> list[dg.AssetCheckEvaluation]:
+    """The freshness checks' verdict from the stamp last reported; recorded when it changes, and
+    every FRESHNESS_UNCHANGED_S. Mutates `seen`."""
+    behind = now - seen.as_of
+    fresh = behind <= freshness_s
+    if fresh == seen.fresh and now - seen.fresh_at < FRESHNESS_UNCHANGED_S:
+        return []
+    seen.fresh, seen.fresh_at = fresh, now
+    verdict = (
+        f"current to {behind:.0f} s ago (allowed: {freshness_s:.0f} s)"
+        if fresh
+        else f"{behind:.0f} s behind the events topic (allowed: {freshness_s:.0f} s): is the dataflow running?"
+    )
+    metadata = {
+        LAST_UPDATED: dg.MetadataValue.timestamp(seen.as_of),
+        "behind_s": dg.MetadataValue.float(round(behind, 1)),
+        "allowed_s": dg.MetadataValue.float(float(freshness_s)),
+    }
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=FRESHNESS_CHECK,
+            passed=fresh,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=verdict,
+            metadata=metadata,
+        )
+        for key in STREAM_TABLES
+    ]
 
 
 def _topic_metadata(p: Progress) -> dict:
@@ -94,5 +134,5 @@ def stream_sensor(context: dg.SensorEvaluationContext, tally: TallyResource):
         progress = read(tally.settings())
     except Exception as e:  # a store down: say which and why; the freshness checks do the alerting
         return dg.SkipReason(f"cannot read the stream's progress: {e}")
-    events, seen = reports(progress, Seen.load(context.cursor))
+    events, seen = reports(progress, Seen.load(context.cursor), tally.settings().stream_freshness_s)
     return dg.SensorResult(asset_events=events, cursor=seen.dump())
