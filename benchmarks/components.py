@@ -43,7 +43,9 @@ def cpu_rss(pids: set[int]) -> tuple[float, int]:
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / TICK
+            # utime + stime, and cutime + cstime: children that exited meanwhile (a Dagster run's
+            # process, a restarted worker) count for whoever reaped them.
+            cpu += sum(int(f) for f in fields[11:15]) / TICK
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss += int(line.split()[1]) * 1024

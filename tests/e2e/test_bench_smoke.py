@@ -35,6 +35,7 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "e2e_dataflow_rss_mib",
         "dedup_us_per_event",
         "dedup_disk_mib_per_million_ids",
+        "idle_dagster_rss_mib",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert figures["e2e_exact"] is True  # every (minute, type, source) cell, not only the total
