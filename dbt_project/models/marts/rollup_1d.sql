@@ -1,4 +1,13 @@
-{#- Tag `daily`: the orchestrator partitions this model by UTC day and passes vars min_day/max_day. -#}
+{#- Tag `daily`: the orchestrator partitions this model by UTC day and passes vars min_day/max_day.
+
+    Where TimescaleDB is installed the table becomes a hypertable on `day` (macros/timescaledb.sql),
+    not a continuous aggregate: a continuous aggregate cannot hold this model (it takes inner and left
+    joins only, not the full join with late events below; a refresh over days whose hours were
+    dropped empties them, where this model keeps them), and dbt has no materialization for one, so
+    the contract, the tests, the look-back and the exact day windows would all be rebuilt by hand.
+    A hypertable keeps this SQL and its meaning on both databases and adds chunks by day: range
+    queries skip old chunks, which can be compressed or dropped whole. 30-day chunks: a run rewrites
+    the last few days (lookback_days), so only the newest chunk or two ever change. -#}
 {{
     config(
         materialized='incremental',
@@ -6,6 +15,7 @@
         unique_key='day',
         on_schema_change='fail',
         tags=['daily'],
+        post_hook=["{{ hypertable('day', '30 days') }}"],
     )
 }}
 
@@ -61,7 +71,7 @@ late_per_day as (
 
 ),
 
-final as (
+joined as (
 
     -- A full join: a day, event type and source may so far have only late events.
     select
@@ -73,13 +83,33 @@ final as (
         coalesce(hours_per_day.value_sum, 0) as value_sum,
         hours_per_day.value_min,
         hours_per_day.value_max,
+        -- A day of late events only has seen no user in its hours: an empty sketch, 0 users.
         coalesce(hours_per_day.users_hll, {{ hll_empty_bytea() }}) as users_hll,
-        coalesce({{ hll_estimate('hours_per_day.users_hll') }}, 0) as unique_users,
-        coalesce(late_per_day.late_count, 0) as late_count,
-        now() as built_at
+        coalesce(late_per_day.late_count, 0) as late_count
 
     from hours_per_day
     full outer join late_per_day using (day, event_type, source)
+
+),
+
+final as (
+
+    -- Unique users are null where the database has no `hll` extension (macros/hll.sql), never a guess.
+    select
+        day,
+        event_type,
+        source,
+        event_count,
+        value_count,
+        value_sum,
+        value_min,
+        value_max,
+        users_hll,
+        {{ hll_estimate('users_hll') }} as unique_users,
+        late_count,
+        now() as built_at
+
+    from joined
 
 )
 
