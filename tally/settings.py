@@ -136,6 +136,12 @@ class Settings(BaseSettings):
             f"user={self.pg_user} password={self.pg_password}"
         )
 
+    @property
+    def quality_dir(self) -> Path:
+        """The latest data-quality report: written by Dagster's quality/quality_report asset, served
+        by the API at /quality/."""
+        return self.state_dir / "quality"
+
 
 @lru_cache
 def get_settings() -> Settings:
