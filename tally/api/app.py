@@ -26,7 +26,7 @@ from tally.api.problems import (
     too_costly_handler,
     validation_error_handler,
 )
-from tally.api.routes import aggregate, docs, events, filtered_events, ops
+from tally.api.routes import aggregate, docs, events, filtered_events, ops, quality
 from tally.api.stores import HllSupport, RawStore, rollup_pool
 from tally.producer import BatchProducer
 from tally.settings import Settings, get_settings
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
-    routers = [module.router for module in (events, aggregate, filtered_events, ops, docs)]
+    routers = [module.router for module in (events, aggregate, filtered_events, ops, docs, quality)]
     for router in routers:
         app.include_router(router)
     methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}

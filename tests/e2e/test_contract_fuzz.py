@@ -79,6 +79,7 @@ def test_the_contract_covers_every_operation(contract):
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
+        "GET /quality/{path}",
     }
     body = contract.raw_schema["paths"]["/api/events"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "application/x-ndjson"}
