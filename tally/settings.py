@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # the events topic for this long.
     stream_freshness_s: int = 120
 
+    # The dbt project (dbt_project/): `tally up` parses it before starting the API and Dagster, and
+    # the API serves the named metrics of its target/semantic_manifest.json (tally.semantic).
+    dbt_project_dir: Path = Field(default=REPO_ROOT / "dbt_project")
+
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
 
@@ -120,6 +124,11 @@ class Settings(BaseSettings):
         """Every setting as the TALLY_* variable that sets it: Tally's own processes are started
         with these, so they run with exactly the settings of whoever started them."""
         return {f"TALLY_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+
+    @property
+    def semantic_manifest_path(self) -> Path:
+        """Where `dbt parse` writes the semantic layer: the named metrics the API serves."""
+        return self.dbt_project_dir / "target" / "semantic_manifest.json"
 
     @property
     def kafka_topics(self) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ def stack(settings: Settings):
 def dbt_manifest() -> None:
     """The dbt project parsed (target/manifest.json), as `tally up` does before starting Dagster:
     Dagster's definitions read the manifest and never run dbt at import."""
-    from tally.stack.orchestrator import parse_dbt_project
+    from tally.stack.dbt import parse_dbt_project
 
     parse_dbt_project(Settings())
 

@@ -8,7 +8,18 @@ import shutil
 import sys
 import urllib.request
 
-from tally.stack.service import Launch, Service, carries, cmdline, pid_alive, processes_carrying, stop_processes
+from tally.stack.dbt import parse_dbt_project
+from tally.stack.install import say
+from tally.stack.service import (
+    Launch,
+    Service,
+    StackError,
+    carries,
+    cmdline,
+    pid_alive,
+    processes_carrying,
+    stop_processes,
+)
 
 
 class Supervised(Service):
@@ -95,6 +106,13 @@ class Api(Supervised):
         # prometheus_client's multiprocess files must start empty, or dead workers' counts linger.
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(parents=True)
+        # The named metrics come from the dbt project's semantic manifest, written here so the API
+        # has them without Dagster. A project that does not parse keeps the manifest it had: the API
+        # starts anyway, with the metrics of the last one that did (or only the built-in ones).
+        try:
+            parse_dbt_project(self.settings, component=self.name)
+        except StackError as e:
+            say(self.name, f"named metrics unchanged: {e}")
 
     def env(self) -> dict[str, str]:
         return {"PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}

@@ -8,15 +8,14 @@ it, so a failed or stopped Dagster leaves the API and the dataflow as they were.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 
-from tally.settings import REPO_ROOT, Settings
+from tally.settings import REPO_ROOT
 from tally.stack.apps import Supervised, http_ok
+from tally.stack.dbt import parse_dbt_project
 from tally.stack.service import StackError
 
 # Written once per start from the settings; passwords stay in the environment ({env: ...}).
@@ -97,7 +96,7 @@ class Dagster(Supervised):
             )
         )
         self._create_database()
-        parse_dbt_project(self.settings, self.env())
+        parse_dbt_project(self.settings, self.env(), component=self.name)
 
     def _create_database(self) -> None:
         s, db = self.settings, self.settings.dagster_database
@@ -119,20 +118,3 @@ class Dagster(Supervised):
     def probe(self) -> bool:
         # /server_info answers once the webserver has loaded; the code location loads beside it.
         return http_ok(f"http://127.0.0.1:{self.port}/server_info")
-
-
-def parse_dbt_project(settings: Settings, env: dict[str, str] | None = None) -> None:
-    """Write the dbt project's manifest (`dbt parse`, ~5 s): Dagster reads the project from it, and its
-    definitions never run dbt at import. Raises StackError with dbt's message if the project is broken."""
-    project = REPO_ROOT / "dbt_project"
-    if not (project / "dbt_project.yml").exists():
-        return
-    dbt = Path(sys.executable).parent / "dbt"
-    done = subprocess.run(
-        [str(dbt), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
-        env={**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1", **(env or {})},
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise StackError("dagster", "the dbt project does not parse:\n" + (done.stdout + done.stderr)[-2000:])
