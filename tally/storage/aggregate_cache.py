@@ -149,6 +149,8 @@ class FinalDays:
             tuple(q.group_by),
             tuple(sorted(set(q.event_types))),
             tuple(sorted(set(q.sources))),
+            # Named metrics' definitions can change while the API runs: an answer is theirs alone.
+            q.named.key if q.named is not None else None,
         )
 
 
@@ -170,7 +172,7 @@ class _Budget:
 
 
 def _within(q: AggregateQuery, start: datetime, end: datetime) -> AggregateQuery:
-    return AggregateQuery(start, end, q.granularity, q.metrics, q.group_by, q.event_types, q.sources)
+    return AggregateQuery(start, end, q.granularity, q.metrics, q.group_by, q.event_types, q.sources, q.named)
 
 
 def _group_key(q: AggregateQuery, series: dict) -> tuple:

@@ -6,8 +6,10 @@ sketches merge (hll_union_agg in SQL where the extension is installed, else in P
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection, sql
 
@@ -24,6 +26,10 @@ GRANULARITIES: dict[str, timedelta] = {
 # `count` yet; the correction step moves them into `count`. count + late_count is every event.
 METRICS = ("count", "sum", "min", "max", "avg", "unique_users", "late_count")
 GROUPS = ("event_type", "source")
+# The rollup columns a named metric's measure can be, each with the one aggregation that combines
+# partitions' and minutes' rows exactly (tally.semantic refuses every other).
+MEASURES = {"event_count": "sum", "value_count": "sum", "value_sum": "sum", "value_min": "min", "value_max": "max"}
+_INTEGER_MEASURES = ("event_count", "value_count")
 MAX_BUCKETS = 1500
 
 
@@ -44,15 +50,28 @@ class TooManyPoints(Exception):
         super().__init__(self.message)
 
 
+class NamedMetrics(Protocol):
+    """The named metrics of a query (tally.semantic.plan.Plan): filtered aggregates over the rollup
+    rows, and the function that turns a bucket's aggregates into the metrics' values."""
+
+    key: str
+    names: list[str]
+    aggregates: list[tuple[str, str, sql.Composable | None]]  # (column, aggregation, filter)
+    params: dict[str, Any]  # the filters' parameters, named apart from run()'s own
+
+    def values(self, row: Sequence) -> dict[str, Any]: ...
+
+
 @dataclass
 class AggregateQuery:
     start: datetime
     end: datetime
     granularity: str
-    metrics: list[str]
+    metrics: list[str]  # built-in (METRICS) and named ones, in the order asked
     group_by: list[str]
     event_types: list[str]
     sources: list[str]
+    named: NamedMetrics | None = None  # what the named ones among `metrics` are computed from
 
 
 def sources(q: AggregateQuery, final_before: datetime | None) -> list[tuple[str, datetime, datetime]]:
@@ -97,6 +116,8 @@ async def run(
     if q.sources:
         filters.append(sql.SQL(" and source = any(%(sources)s)"))
     params: dict = {"step": GRANULARITIES[q.granularity], "event_types": q.event_types, "sources": q.sources}
+    if q.named is not None:
+        params.update(q.named.params)
     selects = []
     for i, (table, start, end) in enumerate(sources(q, final_before)):
         params[f"s{i}"], params[f"e{i}"] = start, end
@@ -123,11 +144,12 @@ async def run(
     query = sql.SQL(
         "select date_bin(%(step)s, bucket, timestamptz '1970-01-01 00:00:00+00') as t{groups},"
         " sum(event_count)::bigint, sum(value_sum), min(value_min), max(value_max), sum(value_count)::bigint,"
-        " {users}, sum(late)::bigint"
+        " {users}, sum(late)::bigint{named}"
         " from ({rows}) r group by t{groups} order by {order}t"
     ).format(
         groups=sql.SQL("").join(sql.SQL(", ") + g for g in groups),
         users=users,
+        named=sql.SQL("").join(sql.SQL(", ") + c for c in _named_columns(q.named, "late_count" in q.metrics)),
         rows=sql.SQL(" union all ").join(selects),
         order=sql.SQL("").join(g + sql.SQL(", ") for g in groups),
     )
@@ -142,7 +164,8 @@ async def run(
             if max_points is not None and points > max_points:
                 raise TooManyPoints(max_points)
             t, key = row[0], tuple(row[1 : 1 + n])
-            count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n :]
+            count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n : 8 + n]
+            named = q.named.values(row[8 + n :]) if q.named is not None else {}
             point: dict = {"t": t}
             for m in q.metrics:
                 if m == "count":
@@ -159,11 +182,30 @@ async def run(
                     point["unique_users"] = round(uniq if has_hll else _merge_card(uniq)) if uniq is not None else 0
                 elif m == "late_count":
                     point["late_count"] = late
+                else:
+                    point[m] = named[m]
             # Final: no event can change this point any more (its part of the range is closed).
             point["final"] = final_before is not None and min(t + step, q.end) <= final_before
             series.setdefault(key, []).append(point)
     # Sorted here, not by the database's collation, so cached and uncached answers agree.
     return [{"group": dict(zip(q.group_by, key, strict=True)), "points": pts} for key, pts in sorted(series.items())]
+
+
+def _named_columns(named: NamedMetrics | None, with_late: bool) -> list[sql.Composable]:
+    """One aggregate per filtered measure, over the rows the filter keeps. Late-ledger rows (only
+    there for late_count) are never part of a named metric: the rollups, like the dbt view
+    MetricFlow reads, hold the events counted so far."""
+    out = []
+    for column, _agg, where in named.aggregates if named is not None else ():
+        conditions = [sql.SQL("late = 0")] if with_late else []
+        if where is not None:
+            conditions.append(sql.SQL("({})").format(where))
+        expr = sql.SQL("{}({})").format(sql.SQL(MEASURES[column]), sql.Identifier(column))
+        if conditions:
+            expr = sql.SQL("{} filter (where {})").format(expr, sql.SQL(" and ").join(conditions))
+        # sum of bigint is numeric in PostgreSQL: counts come back as integers, as `count` does.
+        out.append(sql.SQL("({})::bigint").format(expr) if column in _INTEGER_MEASURES else expr)
+    return out
 
 
 def _merge_card(sketches: list[bytes]) -> float:
