@@ -26,9 +26,10 @@ from tally.api.problems import (
     too_costly_handler,
     validation_error_handler,
 )
-from tally.api.routes import aggregate, docs, events, filtered_events, ops, quality
+from tally.api.routes import aggregate, docs, events, filtered_events, named_metrics, ops, quality
 from tally.api.stores import HllSupport, RawStore, rollup_pool
 from tally.producer import BatchProducer
+from tally.semantic.manifest_file import ManifestFile
 from tally.settings import Settings, get_settings
 from tally.storage.aggregate_cache import FinalDays
 from tally.storage.aggregates import TooManyPoints
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pg_has_hll = HllSupport(pool)
         app.state.raw = RawStore(settings)
         app.state.final_days = FinalDays()
+        app.state.named_metrics = ManifestFile(settings.semantic_manifest_path)
         try:
             yield
         finally:
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
-    routers = [module.router for module in (events, aggregate, filtered_events, ops, docs, quality)]
+    routers = [module.router for module in (events, aggregate, named_metrics, filtered_events, ops, docs, quality)]
     for router in routers:
         app.include_router(router)
     methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}

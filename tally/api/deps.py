@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tally.api.stores import RawStore
 from tally.producer import BatchProducer
+from tally.semantic.manifest_file import ManifestFile
 from tally.settings import Settings
 from tally.storage.aggregate_cache import FinalDays
 
@@ -37,9 +38,14 @@ def _final_days(request: Request) -> FinalDays:
     return request.app.state.final_days
 
 
+def _named_metrics(request: Request) -> ManifestFile:
+    return request.app.state.named_metrics
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ProducerDep = Annotated[BatchProducer, Depends(_producer)]
 PgPoolDep = Annotated[AsyncConnectionPool, Depends(_pg)]
 RawStoreDep = Annotated[RawStore, Depends(_raw)]
 HasHllDep = Annotated[bool, Depends(_has_hll)]
 FinalDaysDep = Annotated[FinalDays, Depends(_final_days)]
+NamedMetricsDep = Annotated[ManifestFile, Depends(_named_metrics)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventErrorOut(BaseModel):
@@ -21,6 +21,12 @@ class IngestResult(BaseModel):
 
 
 class Point(BaseModel):
+    """A bucket's values: the built-in metrics asked for, and each named metric (GET /api/metrics)
+    under its own name; null where the bucket has no rows its filter keeps."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, float | int | None]
+
     t: datetime = Field(description="Bucket start, UTC.")
     count: int | None = None
     sum: float | None = None
@@ -54,6 +60,46 @@ class AggregateResult(BaseModel):
     as_of: datetime | None = Field(description="When the dataflow last committed rollups.")
     watermark: datetime | None = Field(
         description="The event time every Kafka partition has reached; null until each has seen an event."
+    )
+
+
+class MeasureOut(BaseModel):
+    name: str = Field(description="The measure, as the semantic model names it.")
+    agg: str = Field(description="How rows are combined: sum, min or max.")
+    column: str = Field(description="The rollup column it aggregates.")
+
+
+class MetricInput(BaseModel):
+    metric: str = Field(description="A named metric this one is built from.")
+    alias: str | None = Field(None, description="The name `expr` uses for it, if not its own.")
+    filter: str | None = Field(None, description="A filter on this input only, as written in the YAML.")
+
+
+class NamedMetricOut(BaseModel):
+    name: str = Field(description="What to pass in `metrics=` of /api/aggregate.")
+    label: str
+    description: str | None = None
+    type: Literal["simple", "ratio", "derived"]
+    filter: str | None = Field(None, description="The metric's filter as written in the YAML (MetricFlow's syntax).")
+    measure: MeasureOut | None = Field(None, description="simple: the measure it aggregates.")
+    numerator: MetricInput | None = Field(None, description="ratio: numerator / denominator.")
+    denominator: MetricInput | None = None
+    expr: str | None = Field(None, description="derived: the expression over its inputs.")
+    inputs: list[MetricInput] | None = Field(None, description="derived: the metrics `expr` uses.")
+
+
+class RefusedMetric(BaseModel):
+    name: str
+    reason: str = Field(description="What in its definition Tally cannot compute from the rollups.")
+
+
+class MetricsCatalog(BaseModel):
+    builtin: list[str] = Field(description="The metrics /api/aggregate always has.")
+    metrics: list[NamedMetricOut] = Field(description="The named metrics defined in dbt_project/, in its order.")
+    refused: list[RefusedMetric] = Field(description="Metrics defined there that Tally does not serve, and why.")
+    loaded_at: datetime | None = Field(None, description="When the definitions in service were read.")
+    problem: str | None = Field(
+        None, description="Why the definitions on disk are not the ones in service (e.g. an invalid file)."
     )
 
 

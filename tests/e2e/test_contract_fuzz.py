@@ -76,6 +76,7 @@ def test_the_contract_covers_every_operation(contract):
         "POST /api/events",
         "GET /api/aggregate",
         "GET /api/filtered_events",
+        "GET /api/metrics",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",

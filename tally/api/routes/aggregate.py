@@ -1,4 +1,5 @@
-"""GET /api/aggregate: counts, sums, min/max/avg and unique users per time bucket, from rollups."""
+"""GET /api/aggregate: counts, sums, min/max/avg, unique users and the named metrics analysts define
+(tally.semantic) per time bucket, from rollups."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from tally.api.contract import (
     SOURCES_SCHEMA,
     problem_response,
 )
-from tally.api.deps import FinalDaysDep, HasHllDep, PgPoolDep, SettingsDep
+from tally.api.deps import FinalDaysDep, HasHllDep, NamedMetricsDep, PgPoolDep, SettingsDep
 from tally.api.models import AggregateResult
 from tally.api.params import comma_list, event_types, sources, time_range
 from tally.api.problems import ParamError, TooCostly
+from tally.semantic.plan import plan
 from tally.storage import aggregates
 
 router = APIRouter(tags=["aggregates"])
@@ -40,6 +42,7 @@ async def get_aggregate(
     has_hll: HasHllDep,
     final_days: FinalDaysDep,
     settings: SettingsDep,
+    named_metrics: NamedMetricsDep,
     start: Annotated[
         datetime,
         Query(alias="from", description="Range start, RFC 3339 with offset (inclusive).", examples=[EXAMPLE_FROM]),
@@ -74,7 +77,8 @@ async def get_aggregate(
     metrics: Annotated[
         str | None,
         Query(
-            description="Comma list of count, sum, min, max, avg, unique_users, late_count.",
+            description="Comma list of count, sum, min, max, avg, unique_users, late_count and the named"
+            " metrics of GET /api/metrics (e.g. purchases, conversion), mixed freely.",
             examples=["count,sum,unique_users"],
         ),
     ] = None,
@@ -88,14 +92,18 @@ async def get_aggregate(
     buckets = (end - start) / aggregates.GRANULARITIES[granularity]
     if buckets > settings.max_points:
         raise TooCostly(f"{granularity} over this range gives {buckets:,.0f} buckets (at most {settings.max_points:,})")
+    catalog = named_metrics.current()
+    chosen = comma_list("metrics", metrics, aggregates.METRICS + catalog.names, ["count"])
+    named = [m for m in chosen if m in catalog.metrics]
     q = aggregates.AggregateQuery(
         start=start,
         end=end,
         granularity=granularity,
-        metrics=comma_list("metrics", metrics, aggregates.METRICS, ["count"]),
+        metrics=chosen,
         group_by=comma_list("group_by", group_by, aggregates.GROUPS, []),
         event_types=event_types(event_type),
         sources=sources(source),
+        named=plan(catalog, named) if named else None,
     )
     async with pg.connection() as conn:
         lateness = timedelta(seconds=settings.allowed_lateness_s)
