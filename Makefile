@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-fuzz test-deps stop status lint install lock clean
+.PHONY: run test test-faults test-fuzz test-deps stop status lint install lock clean metrics
 
 run: install
 	$(BIN)/tally up
@@ -19,6 +19,11 @@ status: install
 
 test: install test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The named metrics of dbt_project/ checked (dbt parse, MetricFlow, what Tally can compute) and handed to
+# the API, which serves them within seconds (dbt_project/README.md).
+metrics: install
+	$(BIN)/tally metrics
 
 # Fault runs (PostgreSQL and Cassandra outages, broker restart): minutes each, so not part of `make test`.
 test-faults: install

@@ -143,6 +143,23 @@ def send(
         raise typer.Exit(1)
 
 
+@app.command("metrics")
+def metrics() -> None:
+    """Check the named metrics of dbt_project/ (dbt parse, MetricFlow, what Tally can compute) and, if
+    they pass, hand them to the API, which serves them within seconds. `make metrics` runs this."""
+    from tally.semantic.check import check
+
+    s = get_settings()
+    typer.echo(f"checking the metrics of {s.dbt_project_dir} (dbt parse, MetricFlow, Tally) ...", err=True)
+    out = check(s)
+    for problem in out.problems:
+        typer.secho(problem, fg="red", err=True)
+    if out.problems:
+        typer.secho("not changed: the API keeps serving the metrics it had", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {', '.join(out.served) or 'no named metrics'}; the API serves them within seconds")
+
+
 @app.command("correct")
 def correct() -> None:
     """Fold late events whose hour has closed into the rollups (the correction step), until none is left."""
