@@ -96,7 +96,7 @@ def _raw_distinct(settings: Settings, types: list[str], start: datetime, end: da
         while hour < end:
             for et in types:
                 # The same event_id stored twice (a replay, a client retry) is one event.
-                sources = {e.event_id: e.source for e in reader.hour(et, raw_events.us(hour))}
+                sources = {e.event_id: e.source for e in reader.hour_ids(et, raw_events.us(hour))}
                 for source, n in Counter(sources.values()).items():
                     out[(hour, et, source)] += n
             hour += HOUR
