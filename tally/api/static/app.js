@@ -48,6 +48,24 @@ async function loadTypes() {
   $("types").replaceChildren(...known.map((t) => new Option(t, t, false, chosen.has(t))));
 }
 
+// Named metrics (defined by analysts in dbt_project/, GET /api/metrics) after the built-in ones, by label.
+async function loadMetrics() {
+  const r = await fetch("/api/metrics");
+  if (!r.ok) return;
+  const body = await r.json();
+  const chosen = $("metric").value;
+  const group = document.createElement("optgroup");
+  group.label = "Named metrics";
+  group.id = "named-metrics";
+  for (const m of body.metrics) {
+    const o = new Option(m.label, m.name, false, m.name === chosen);
+    o.title = m.description || "";
+    group.appendChild(o);
+  }
+  const old = $("named-metrics");
+  if (old) old.replaceWith(group); else if (group.children.length) $("metric").appendChild(group);
+}
+
 async function refreshChart() {
   const [from, to] = range();
   const metric = $("metric").value;
@@ -80,7 +98,7 @@ function draw(body, metric, from, to) {
     height: 320,
     series,
     scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
-    axes: [{}, { label: metric.replace("_", " ") }],
+    axes: [{}, { label: $("metric").selectedOptions[0]?.text || metric }],
   };
   if (plot) plot.destroy();
   plot = new uPlot(opts, data, $("chart"));
@@ -153,5 +171,5 @@ setInterval(() => {
   refreshChart().then(() => (page === 0 ? refreshEvents() : null)).catch((e) => showError(e.message));
 }, 2000);
 
-loadTypes().then(() => refreshAll(true)).catch((e) => showError(e.message));
-setInterval(() => loadTypes().catch(() => {}), 30000);
+Promise.all([loadTypes(), loadMetrics().catch(() => {})]).then(() => refreshAll(true)).catch((e) => showError(e.message));
+setInterval(() => { loadTypes().catch(() => {}); loadMetrics().catch(() => {}); }, 30000);
