@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # Dagster (orchestration/): the UI's port, and the database in the stack's PostgreSQL that keeps
     # its runs, checks and sensor cursors.
     dagster_port: int = 3000
+    dagster_code_server_port: int = 3001  # Tally's definitions, served to the webserver and daemon
     dagster_database: str = "dagster"
     # The stream's tables are stale (their freshness checks fail) when they have not caught up with
     # the events topic for this long.

@@ -27,6 +27,7 @@ TEST_ENV = {
     "TALLY_API_PORT": "18000",
     "TALLY_DATAFLOW_METRICS_PORT": "19101",
     "TALLY_DAGSTER_PORT": "13000",
+    "TALLY_DAGSTER_CODE_SERVER_PORT": "13001",
 }
 for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)

@@ -1,6 +1,7 @@
-"""Dagster in the local stack: the webserver (the UI, port TALLY_DAGSTER_PORT) and the daemon (schedules,
-sensors, the run queue), under one supervisor like the API, with the instance kept in the stack's
-PostgreSQL (database `dagster`), so runs, checks and sensor cursors survive a restart.
+"""Dagster in the local stack: a code server (Tally's definitions, loaded once), the webserver (the UI,
+port TALLY_DAGSTER_PORT) and the daemon (schedules, sensors, the run queue), under one supervisor like
+the API, with the instance kept in the stack's PostgreSQL (database `dagster`), so runs, checks and
+sensor cursors survive a restart.
 
 Dagster only observes and refines what the stream writes; nothing in ingest or queries waits for
 it, so a failed or stopped Dagster leaves the API and the dataflow as they were.
@@ -8,13 +9,15 @@ it, so a failed or stopped Dagster leaves the API and the dataflow as they were.
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
 
 from tally.settings import REPO_ROOT
-from tally.stack.apps import Supervised, http_ok
+from tally.stack.apps import Supervised
 from tally.stack.dbt import parse_dbt_project
 from tally.stack.service import StackError
 
@@ -38,6 +41,8 @@ run_coordinator:
   config:
     # Two cores, shared with the stream: one heavy run at a time, a second for quick checks.
     max_concurrent_runs: 2
+    # Runs wait seconds for their turn either way; polling the queue less often saves the daemon CPU.
+    dequeue_interval_seconds: 10
 run_monitoring:
   enabled: true
 local_artifact_storage:
@@ -66,7 +71,6 @@ nux:
 
 class Dagster(Supervised):
     name = "dagster"
-    # The webserver's code server and the daemon's each load the definitions (~5 s a process).
     stop_grace_s = 20.0
 
     @property
@@ -95,6 +99,11 @@ class Dagster(Supervised):
                 compute_logs=self.home / "compute_logs",
             )
         )
+        self.workspace_file.write_text(
+            "# Written by `tally up`: the webserver and the daemon ask the code server of this stack.\n"
+            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+            f"      port: {self.settings.dagster_code_server_port}\n      location_name: tally\n"
+        )
         self._create_database()
         parse_dbt_project(self.settings, self.env(), component=self.name)
 
@@ -107,14 +116,43 @@ class Dagster(Supervised):
         except psycopg.Error as e:
             raise StackError(self.name, f"cannot create its database {db!r} in PostgreSQL: {e}") from e
 
+    @property
+    def workspace_file(self) -> Path:
+        return self.home / "workspace.yaml"
+
     def children(self) -> list[list[str]]:
-        bin_dir = Path(sys.executable).parent
-        workspace = str(REPO_ROOT / "workspace.yaml")
+        # One code server that the webserver and the daemon both ask. Left to themselves (the repo's
+        # workspace.yaml, as `dagster dev` uses it), each spawns its own, and the daemon replaces its
+        # own every 60 s to pick up code changes: a definitions load a minute (~5 s of CPU), for ever.
+        # The webserver's "Reload definitions" reloads this one.
+        bin_dir, s = Path(sys.executable).parent, self.settings
+        workspace = str(self.workspace_file)
         return [
+            [str(bin_dir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(s.dagster_code_server_port),
+             "-m", "orchestration.definitions", "-d", str(REPO_ROOT), "--location-name", "tally"],
             [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace],
             [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-        ]
+        ]  # fmt: skip
 
     def probe(self) -> bool:
-        # /server_info answers once the webserver has loaded; the code location loads beside it.
-        return http_ok(f"http://127.0.0.1:{self.port}/server_info")
+        # Up once the UI answers with Tally's code location loaded (a broken definition never is).
+        return location_loaded(self.port)
+
+
+def location_loaded(port: int) -> bool:
+    """True once the Dagster UI on this port has Tally's code location loaded without error."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+    query += " locationOrLoadError { __typename } } } } }"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            entries = json.load(r)["data"]["workspaceOrError"]["locationEntries"]
+    except Exception:
+        return False
+    loaded = {e["name"] for e in entries if e["loadStatus"] == "LOADED"}
+    errors = {e["name"] for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"}
+    return "tally" in loaded - errors

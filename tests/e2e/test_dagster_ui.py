@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
+from tally.stack.orchestrator import location_loaded
 from tests.e2e.conftest import wait_for
 
 SCREENSHOT = Path(__file__).parent.parent.parent / "artifacts" / "lineage.png"
@@ -21,18 +20,8 @@ EXPECTED = {
 }  # fmt: skip
 
 
-def loaded(port: int) -> bool:
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
-    try:
-        body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=5).json()
-    except httpx.HTTPError:
-        return False
-    entries = body["data"]["workspaceOrError"]["locationEntries"]
-    return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-
 def test_the_lineage_page_shows_topic_stream_tables_corrections_and_dbt_models_offline(stack, driver):
-    wait_for(lambda: loaded(stack.dagster_port), timeout_s=120, what="Dagster to load the code location")
+    wait_for(lambda: location_loaded(stack.dagster_port), timeout_s=120, what="Dagster to load the code location")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     seen = driver("lineage.mjs", f"http://127.0.0.1:{stack.dagster_port}", str(SCREENSHOT))
     assert seen["errors"] == [], seen["errors"]
