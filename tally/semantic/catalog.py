@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from tally.semantic.expressions import ExpressionError, compile_expr
+from tally.semantic.expressions import ExpressionError, Render, compile_expr, literal
 from tally.semantic.filters import FilterError, Predicate, all_of, parse, text
 from tally.storage.aggregates import GROUPS, MEASURES, METRICS
 
@@ -77,9 +77,9 @@ class NamedMetric:
     denominator: Input | None = None
     expr: str | None = None
     inputs: list[Input] = field(default_factory=list)
-    # Computed: the filtered aggregates it needs, and the function of their values that gives it.
+    # Computed: the filtered aggregates it needs, and its Python source given theirs (tally.semantic.plan).
     leaves: list[Leaf] = field(default_factory=list, repr=False)
-    fn: Callable[[dict[LeafKey, Value]], Value] = field(default=lambda env: None, repr=False)
+    render: Callable[[dict[LeafKey, str]], str] = field(default=lambda sources: "None", repr=False)
 
 
 @dataclass
@@ -87,6 +87,7 @@ class Catalog:
     metrics: dict[str, NamedMetric] = field(default_factory=dict)  # served, in the manifest's order
     refused: dict[str, str] = field(default_factory=dict)  # name -> why not
     digest: str = ""  # of the manifest: cached answers are kept under it
+    plans: dict = field(default_factory=dict, repr=False)  # tally.semantic.plan's, by list of names
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -124,7 +125,7 @@ class _Loader:
         self.measures: dict[str, tuple[str, str] | str] = {}  # name -> (column, agg), or why not
         self.dimensions: dict[str, str] = {}  # filter name (event__source) -> rollup column
         self.defs = {m["name"]: m for m in doc["metrics"]}
-        self.done: dict[tuple[str, str], tuple[list[Leaf], Callable]] = {}
+        self.done: dict[tuple[str, str], tuple[list[Leaf], Callable]] = {}  # (leaves, render) by use
         self.refused: dict[str, str] = {}
         for model in doc.get("semantic_models") or []:
             self._model(model)
@@ -171,7 +172,7 @@ class _Loader:
         for m in self.doc["metrics"]:
             try:
                 metric = self._describe(m)
-                metric.leaves, metric.fn = self._compile(m["name"], None, ())
+                metric.leaves, metric.render = self._compile(m["name"], None, ())
             except (Refused, FilterError, ExpressionError) as e:
                 self.refused[m["name"]] = str(e)
                 continue
@@ -207,7 +208,8 @@ class _Loader:
         return all_of([parse(t, self.dimensions) for t in templates])
 
     def _compile(self, name: str, inherited: Predicate | None, path: tuple[str, ...]) -> tuple[list[Leaf], Callable]:
-        """The leaves and function of metric `name` with the filter its users put on it."""
+        """The leaves of metric `name` with the filter its users put on it, and the renderer of its
+        Python source given the leaves' sources."""
         memo = (name, text(inherited))
         if memo in self.done:
             return self.done[memo]
@@ -245,8 +247,12 @@ class _Loader:
         leaf = Leaf(measure[0], measure[1], all_of([where, self._where(_filters(ref.get("filter")))]))
         key, fill = leaf.key, ref.get("fill_nulls_with")
         if fill is None:
-            return [leaf], lambda env: env[key]
-        return [leaf], lambda env: fill if env[key] is None else env[key]
+            return [leaf], lambda sources: sources[key]
+        try:
+            value = literal(fill)
+        except ExpressionError as e:
+            raise Refused(f"fill_nulls_with: {e}") from e
+        return [leaf], lambda sources: f"_fill({sources[key]}, {value})"
 
     def _inputs(self, refs: list[Any], where: Predicate | None, path: tuple[str, ...]):
         for ref in refs:
@@ -255,30 +261,24 @@ class _Loader:
                 raise Refused(f"input {ref['name']} has an offset, which Tally does not compute")
             try:
                 own = self._where(_filters(ref.get("filter")))
-                leaves, fn = self._compile(ref["name"], all_of([where, own]), path)
+                leaves, render = self._compile(ref["name"], all_of([where, own]), path)
             except (Refused, FilterError, ExpressionError) as e:
                 raise Refused(f"input {ref['name']}: {e}") from e
-            yield ref.get("alias") or ref["name"], leaves, fn
+            yield ref.get("alias") or ref["name"], leaves, render
 
     def _ratio(self, tp: dict, where: Predicate | None, path: tuple[str, ...]) -> tuple[list[Leaf], Callable]:
         (_, num_leaves, num), (_, den_leaves, den) = self._inputs([tp["numerator"], tp["denominator"]], where, path)
-
-        def ratio(env: dict) -> Value:
-            # As MetricFlow: cast(numerator as double) / cast(nullif(denominator, 0) as double)
-            n, d = num(env), den(env)
-            return None if n is None or d is None or d == 0 else float(n) / float(d)
-
-        return _unique(num_leaves + den_leaves), ratio
+        return _unique(num_leaves + den_leaves), lambda sources: f"_ratio({num(sources)}, {den(sources)})"
 
     def _derived(self, name: str, tp: dict, where, path: tuple[str, ...]) -> tuple[list[Leaf], Callable]:
         inputs = list(self._inputs(tp.get("metrics") or [], where, path))
         if not inputs:
             raise Refused(f"derived metric {name} has no input metrics")
+        expr: Render
         expr, _used = compile_expr(tp.get("expr") or "", {alias.lower() for alias, _, _ in inputs})
-        fns = [(alias.lower(), fn) for alias, _, fn in inputs]
-        return _unique([leaf for _, leaves, _ in inputs for leaf in leaves]), lambda env: expr(
-            {alias: fn(env) for alias, fn in fns}
-        )
+        renders = [(alias.lower(), render) for alias, _, render in inputs]
+        leaves = _unique([leaf for _, input_leaves, _ in inputs for leaf in input_leaves])
+        return leaves, lambda sources: expr({alias: render(sources) for alias, render in renders})
 
 
 def _unique(leaves: list[Leaf]) -> list[Leaf]:

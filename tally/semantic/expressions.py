@@ -1,26 +1,82 @@
 """Derived metrics' `expr` (e.g. `revenue / nullif(purchases, 0)`): SQL arithmetic over the input
-metrics' names, compiled once into a Python function of their values.
+metrics' names, turned into Python source over the inputs' own sources, so that a query's named
+metrics become one compiled function of a bucket's aggregates (tally.semantic.plan) rather than a tree
+of calls per point.
 
 Accepted: numbers, the input names, `+ - * /`, parentheses, and nullif, coalesce, abs, greatest,
 least. The semantics are PostgreSQL's where MetricFlow's SQL would run there: null in, null out;
 greatest and least skip nulls. One difference: a division by zero is null for that point, where the
 SQL would fail the whole query. Anything else raises ExpressionError, so the metric is refused.
+
+The Python emitted holds only what this module writes: helper names (HELPERS), number literals it
+parsed, and the sources its caller gives for the inputs; never text from the definition itself.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 Value = int | float | None
-Env = dict[str, Any]
-Fn = Callable[[Env], Value]
+# Given the Python source of each input (by name), the source of the expression.
+Render = Callable[[dict[str, str]], str]
 
 
 class ExpressionError(ValueError):
     pass
 
+
+def _add(a: Value, b: Value) -> Value:
+    return None if a is None or b is None else a + b
+
+
+def _sub(a: Value, b: Value) -> Value:
+    return None if a is None or b is None else a - b
+
+
+def _mul(a: Value, b: Value) -> Value:
+    return None if a is None or b is None else a * b
+
+
+def _div(a: Value, b: Value) -> Value:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _ratio(a: Value, b: Value) -> Value:
+    """A ratio metric, as MetricFlow: cast(numerator as double) / cast(nullif(denominator, 0) as double)."""
+    return None if a is None or b is None or b == 0 else float(a) / float(b)
+
+
+def _fill(a: Value, b: Value) -> Value:
+    return b if a is None else a
+
+
+def _nullif(a: Value, b: Value) -> Value:
+    return None if a is not None and b is not None and a == b else a
+
+
+def _coalesce(*args: Value) -> Value:
+    return next((v for v in args if v is not None), None)
+
+
+def _abs(a: Value) -> Value:
+    return None if a is None else abs(a)
+
+
+def _greatest(*args: Value) -> Value:
+    return max((v for v in args if v is not None), default=None)
+
+
+def _least(*args: Value) -> Value:
+    return min((v for v in args if v is not None), default=None)
+
+
+HELPERS = {f.__name__: f for f in (_add, _sub, _mul, _div, _ratio, _fill, _nullif, _coalesce, _abs, _greatest, _least)}
+_OPERATORS = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div"}
+# name -> (smallest, largest number of arguments)
+_FUNCTIONS = {"nullif": (2, 2), "coalesce": (1, 99), "abs": (1, 1), "greatest": (1, 99), "least": (1, 99)}
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
@@ -28,9 +84,16 @@ _TOKEN = re.compile(
 )
 
 
-def compile_expr(expr: str, names: set[str]) -> tuple[Fn, set[str]]:
-    """The function computing `expr` from a dict of the input values, and the names it reads.
-    `names`: the inputs it may use."""
+def literal(value: object) -> str:
+    """A number as Python source; anything else (text, inf, nan, bool) raises ExpressionError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ExpressionError(f"{value!r} is not a finite number")
+    return repr(value)
+
+
+def compile_expr(expr: str, names: set[str]) -> tuple[Render, set[str]]:
+    """The expression as a renderer of Python source, and the names it reads. `names`: the inputs it
+    may use (lower case, as SQL folds unquoted names)."""
     tokens: list[tuple[str, str]] = []
     for m in _TOKEN.finditer(expr):
         kind = m.lastgroup
@@ -40,87 +103,17 @@ def compile_expr(expr: str, names: set[str]) -> tuple[Fn, set[str]]:
             value = m.group(kind)
             tokens.append((kind, value.lower() if kind == "name" else value))
     parser = _Parser(tokens, expr.strip(), names)
-    fn = parser.sum()
+    render = parser.sum()
     if parser.i != len(tokens):
         parser.fail()
-    return fn, parser.used
+    return render, parser.used
 
 
-def _arith(op: str, left: Fn, right: Fn) -> Fn:
-    if op == "+":
-
-        def f(env: Env) -> Value:
-            a, b = left(env), right(env)
-            return None if a is None or b is None else a + b
-    elif op == "-":
-
-        def f(env: Env) -> Value:
-            a, b = left(env), right(env)
-            return None if a is None or b is None else a - b
-    elif op == "*":
-
-        def f(env: Env) -> Value:
-            a, b = left(env), right(env)
-            return None if a is None or b is None else a * b
-    else:
-
-        def f(env: Env) -> Value:
-            a, b = left(env), right(env)
-            return None if a is None or b is None or b == 0 else a / b
-
-    return f
-
-
-def _nullif(args: list[Fn]) -> Fn:
-    a, b = args
-
-    def f(env: Env) -> Value:
-        x, y = a(env), b(env)
-        return None if x is not None and y is not None and x == y else x
-
-    return f
-
-
-def _coalesce(args: list[Fn]) -> Fn:
-    def f(env: Env) -> Value:
-        for arg in args:
-            v = arg(env)
-            if v is not None:
-                return v
-        return None
-
-    return f
-
-
-def _abs(args: list[Fn]) -> Fn:
-    (a,) = args
-
-    def f(env: Env) -> Value:
-        v = a(env)
-        return None if v is None else abs(v)
-
-    return f
-
-
-def _extreme(pick: Callable) -> Callable[[list[Fn]], Fn]:
-    def build(args: list[Fn]) -> Fn:
-        def f(env: Env) -> Value:
-            values = [v for v in (arg(env) for arg in args) if v is not None]
-            return pick(values) if values else None
-
-        return f
-
-    return build
-
-
-# name -> (smallest, largest number of arguments, builder)
-_FUNCTIONS: dict[str, tuple[int, int, Callable[[list[Fn]], Fn]]] = {
-    "nullif": (2, 2, _nullif),
-    "coalesce": (1, 99, _coalesce),
-    "abs": (1, 1, _abs),
-    "greatest": (1, 99, _extreme(max)),
-    "least": (1, 99, _extreme(min)),
-}
+def function(sources: list[str], arguments: int) -> Callable[..., tuple]:
+    """One function of `arguments` values (v0, v1, ...) returning the tuple of `sources`' values."""
+    args = ", ".join(f"v{i}" for i in range(arguments))
+    code = compile(f"lambda {args}: ({''.join(s + ', ' for s in sources)})", "<named metrics>", "eval")
+    return eval(code, dict(HELPERS))  # the source holds HELPERS names, literal()s and v<i> only
 
 
 class _Parser:
@@ -139,38 +132,42 @@ class _Parser:
             f" and {', '.join(_FUNCTIONS)}"
         )
 
-    def sum(self) -> Fn:
-        fn = self.product()
+    def binary(self, op: str, left: Render, right: Render) -> Render:
+        helper = _OPERATORS[op]
+        return lambda inputs: f"{helper}({left(inputs)}, {right(inputs)})"
+
+    def sum(self) -> Render:
+        render = self.product()
         while self.peek() in ("+", "-"):
             op = self.tokens[self.i][1]
             self.i += 1
-            fn = _arith(op, fn, self.product())
-        return fn
+            render = self.binary(op, render, self.product())
+        return render
 
-    def product(self) -> Fn:
-        fn = self.unary()
+    def product(self) -> Render:
+        render = self.unary()
         while self.peek() in ("*", "/"):
             op = self.tokens[self.i][1]
             self.i += 1
-            fn = _arith(op, fn, self.unary())
-        return fn
+            render = self.binary(op, render, self.unary())
+        return render
 
-    def unary(self) -> Fn:
+    def unary(self) -> Render:
         if self.peek() in ("-", "+"):
             negate = self.peek() == "-"
             self.i += 1
             inner = self.unary()
-            return _arith("-", lambda env: 0, inner) if negate else inner
+            return self.binary("-", lambda inputs: "0", inner) if negate else inner
         return self.atom()
 
-    def atom(self) -> Fn:
+    def atom(self) -> Render:
         if self.i >= len(self.tokens):
             self.fail()
         kind, value = self.tokens[self.i]
         if kind == "num":
             self.i += 1
-            number = float(value) if any(c in value for c in ".eE") else int(value)
-            return lambda env: number
+            number = literal(float(value) if any(c in value for c in ".eE") else int(value))
+            return lambda inputs: number
         if value == "(":
             self.i += 1
             inner = self.sum()
@@ -185,12 +182,12 @@ class _Parser:
             inputs = ", ".join(sorted(self.names))
             raise ExpressionError(f"{self.source!r} uses {value!r}, which is not one of its input metrics ({inputs})")
         self.used.add(value)
-        return lambda env: env[value]
+        return lambda inputs: inputs[value]
 
-    def call(self, name: str) -> Fn:
+    def call(self, name: str) -> Render:
         if name not in _FUNCTIONS:
             raise ExpressionError(f"{self.source!r} calls {name}(), which Tally does not compute")
-        low, high, build = _FUNCTIONS[name]
+        low, high = _FUNCTIONS[name]
         self.expect("(")
         args = [self.sum()]
         while self.peek() == ",":
@@ -200,7 +197,7 @@ class _Parser:
         if not low <= len(args) <= high:
             takes = low if low == high else f"{low} or more"
             raise ExpressionError(f"{self.source!r}: {name}() takes {takes} arguments")
-        return build(args)
+        return lambda inputs: f"_{name}({', '.join(a(inputs) for a in args)})"
 
     def expect(self, op: str) -> None:
         if self.peek() != op:

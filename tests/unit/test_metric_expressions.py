@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from tally.semantic.expressions import ExpressionError, compile_expr
+from tally.semantic.expressions import ExpressionError, compile_expr, function
 
 NAMES = {"revenue", "purchases", "views"}
 
 
 def value(expr: str, **env):
-    fn, _ = compile_expr(expr, NAMES)
-    return fn({"revenue": None, "purchases": None, "views": None, **env})
+    """The expression compiled as plan.py compiles it, then computed."""
+    render, _ = compile_expr(expr, NAMES)
+    order = sorted(NAMES)
+    fn = function([render({name: f"v{i}" for i, name in enumerate(order)})], len(order))
+    (out,) = fn(*(env.get(name) for name in order))
+    return out
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,12 @@ def test_the_names_an_expression_reads_are_reported():
     assert used == {"revenue", "purchases"}
 
 
+def test_the_python_holds_only_helpers_numbers_and_the_sources_given():
+    render, _ = compile_expr("-(revenue + 2.5) / nullif(coalesce(purchases, views), 0)", NAMES)
+    source = render({"revenue": "v0", "purchases": "v1", "views": "v2"})
+    assert source == "_div(_sub(0, _add(v0, 2.5)), _nullif(_coalesce(v1, v2), 0))"
+
+
 @pytest.mark.parametrize(
     ("expr", "says"),
     [
@@ -63,6 +73,10 @@ def test_the_names_an_expression_reads_are_reported():
         ("revenue views", "at 'views'"),
         ("'a'", "cannot read"),
         ("", "at its end"),
+        ("revenue * 1e999", "inf is not a finite number"),
+        ("__import__(revenue)", "calls __import__(), which Tally does not compute"),
+        ("__import__('os')", "cannot read"),
+        ("revenue.real", "cannot read"),
     ],
 )
 def test_anything_else_is_refused_with_what_was_found(expr, says):
