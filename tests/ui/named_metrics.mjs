@@ -17,8 +17,11 @@ try {
   await page.waitForSelector(`#metric option[value="${metric}"]`, { state: 'attached', timeout: 30000 })
   result.options = await page.$$eval('#metric option', (os) => os.map((o) => [o.value, o.textContent]))
   // Purchases only: the test stack holds more event types than one request may name (the events table
-  // asks for every type listed when none is chosen).
+  // asks for every type listed when none is chosen). The first load's answer, an error here, is awaited
+  // first: arriving late, it would stand over the answers to the choices below.
   await page.waitForSelector('#types option[value="purchase"]', { state: 'attached', timeout: 30000 })
+  await page.waitForFunction(() => !document.querySelector('#error').hidden || document.querySelector('#evinfo').textContent,
+    null, { timeout: 30000 })
   await page.selectOption('#types', ['purchase'])
   await page.selectOption('#range', '15m')
   await page.selectOption('#group', 'source')
