@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import end_to_end, freshness, idle, ingest, kafka_ceiling, queries
+from benchmarks import end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
 from benchmarks.common import RESULTS
 from tally.settings import get_settings
 
@@ -46,7 +46,7 @@ def main() -> None:
         default=120_000,
         help="end-to-end offered events/s (0: as fast as the API takes them; the backlog then grows)",
     )
-    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries idle replay dedup")
+    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries metrics idle replay dedup")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     s = get_settings()
@@ -68,6 +68,7 @@ def main() -> None:
             10 if smoke else 200,
             load_rate=1_000 if smoke else 20_000,
         ),
+        "metrics": lambda: named_metrics.run(s, None, 3 if smoke else 25, 3 if smoke else 40),
         "idle": lambda: idle.run(s, 10 if smoke else 300),
         "replay": None,  # run in a child process below
         "dedup": None,  # likewise
