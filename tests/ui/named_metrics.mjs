@@ -36,6 +36,8 @@ try {
     const i = plot.series.findIndex((x) => x.label === s)
     return { axis: plot.axes[1].label, series: plot.data[0].map((t, j) => [t, plot.data[i][j]]) }
   }, source))
+  // The live refresh (every 2 s) clears an error a late answer to an earlier choice left standing.
+  await page.waitForFunction(() => document.querySelector('#error').hidden, null, { timeout: 10000 }).catch(() => {})
   result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
 } catch (e) {
   result.errors.push(String(e))

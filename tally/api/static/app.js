@@ -168,7 +168,9 @@ window.addEventListener("resize", () => plot && plot.setSize({ width: $("chart")
 // the events table refreshes only on the first page, so paging is not disturbed.
 setInterval(() => {
   if (!$("live").checked || $("range").value === "custom") return;
-  refreshChart().then(() => (page === 0 ? refreshEvents() : null)).catch((e) => showError(e.message));
+  // A success clears the banner: an error of an earlier answer (a request that failed, or one that
+  // came back late) would otherwise stay over a chart that is working again.
+  refreshChart().then(() => (page === 0 ? refreshEvents() : null)).then(() => showError(null)).catch((e) => showError(e.message));
 }, 2000);
 
 Promise.all([loadTypes(), loadMetrics().catch(() => {})]).then(() => refreshAll(true)).catch((e) => showError(e.message));
