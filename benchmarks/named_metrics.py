@@ -1,8 +1,9 @@
 """/api/aggregate latency of named metrics (dbt_project/'s semantic layer) beside the built-in ones.
 
 Seeds rollups for `--sources` sources of this run's own, each with page views, purchases (with values)
-and add-to-carts in every Kafka partition: minute rows for the last two days up to now and hour rows
-for the last 31 days, as the dataflow writes them. Then times, grouped by source:
+and add-to-carts in every Kafka partition: minute rows for two days and hour rows for 31 days, up to
+the last hour the stream has closed (never in open buckets, which belong to the dataflow). Then times,
+grouped by source:
 - a day at 1m: the last 24 hours, which no whole final day fits in (so never from the API's cache);
 - 30 days at 1h: the last 30 days, whole final days from the cache, the rest from PostgreSQL;
 each with the built-in `count`, with `count,sum,max`, and with named metrics (`purchases`,
@@ -41,18 +42,31 @@ _COLUMNS = (
 )
 
 
-def seed(settings: Settings, sources: list[str], now: datetime) -> int:
+def closed_until(settings: Settings) -> datetime:
+    """The start of the hour after the last one the stream has closed. Only closed hours are seeded:
+    the dataflow reads the rows of open buckets back when it restarts and would take seeded rows for
+    its own (and write their hour rows after this benchmark has deleted them)."""
+    with rollup_store.connect(settings) as conn:
+        (low,) = conn.execute(
+            "select min(watermark) from stream_offsets where topic = %s", (settings.events_topic,)
+        ).fetchone()
+    if low is None:
+        raise RuntimeError("the stream has no watermark yet: send some events first")
+    final_before = low - timedelta(seconds=settings.allowed_lateness_s)
+    return final_before.replace(minute=0, second=0, microsecond=0)
+
+
+def seed(settings: Settings, sources: list[str], until: datetime) -> int:
+    """Minute rows for the two days before `until`, hour rows for the 31 days before it."""
     rng = random.Random(3)
     users = Hll()
     users.add_hashes(hash_user(f"u{i}") for i in range(5))
     sketch = users.to_bytes()
-    minute0 = now.replace(second=0, microsecond=0) - timedelta(days=2)
-    hour_now = now.replace(minute=0, second=0, microsecond=0)
     n = 0
     with rollup_store.connect(settings) as conn, conn.cursor() as cur:
         for table, start, step, end in (
-            ("rollup_1m", minute0, timedelta(minutes=1), now),
-            ("rollup_1h", hour_now - timedelta(days=31), timedelta(hours=1), hour_now),
+            ("rollup_1m", until - timedelta(days=2), timedelta(minutes=1), until),
+            ("rollup_1h", until - timedelta(days=31), timedelta(hours=1), until),
         ):
             scale = 60 if table == "rollup_1h" else 1
             with cur.copy(f"copy {table} {_COLUMNS} from stdin") as copy:
@@ -107,7 +121,10 @@ def run(s: Settings, port: int | None = None, n_sources: int = 25, requests: int
     if known.status_code != 200 or "conversion" not in [m["name"] for m in known.json()["metrics"]]:
         raise RuntimeError("this API serves no named metrics (GET /api/metrics): start it with dbt_project/ parsed")
     t0 = time.perf_counter()
-    figures: dict = {"metrics_rows_seeded": seed(s, sources, now), "metrics_seed_s": round(time.perf_counter() - t0, 1)}
+    figures: dict = {
+        "metrics_rows_seeded": seed(s, sources, closed_until(s)),
+        "metrics_seed_s": round(time.perf_counter() - t0, 1),
+    }
     try:
         ranges = {
             "day_1m": (now - timedelta(days=1), now, "1m"),
