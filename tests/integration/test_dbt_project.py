@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import psycopg
 import pytest
 
+from tally.semantic.check import CompileOnly
 from tally.settings import REPO_ROOT
 
 PROJECT = REPO_ROOT / "dbt_project"
@@ -302,28 +303,6 @@ def test_min_day_and_max_day_rebuild_exactly_that_day(conn, built, dbt):
 # do not have, say) only show when a metric is compiled.
 
 GROUP_BY = ["metric_time__day", "event__event_type", "event__source"]
-
-
-class CompileOnly:
-    """The SqlClient MetricFlow needs to compile queries; the test runs the SQL itself."""
-
-    def __init__(self):
-        from metricflow.protocols.sql_client import SqlEngine
-        from metricflow.sql.render.postgres import PostgresSQLSqlPlanRenderer
-
-        self.sql_engine_type = SqlEngine.POSTGRES
-        self.sql_plan_renderer = PostgresSQLSqlPlanRenderer()
-
-    def render_bind_parameter_key(self, key: str) -> str:
-        return f"%({key})s"
-
-    def query(self, *args, **kwargs):
-        raise NotImplementedError("compile only")
-
-    execute = dry_run = query
-
-    def close(self) -> None:
-        pass
 
 
 def metricflow_check(manifest_json: str, where: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
