@@ -33,6 +33,15 @@ for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)
 
 
+def pytest_sessionstart(session) -> None:
+    """The dbt project parsed (target/manifest.json, ~5 s), as `tally up` does before Dagster and the
+    API start: Dagster's dbt assets read the manifest when their module is imported, and tests
+    importing them are collected before any fixture runs."""
+    from tally.stack.dbt import parse_dbt_project
+
+    parse_dbt_project(Settings())
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings()
@@ -47,15 +56,6 @@ def stack(settings: Settings):
     # Leave no daemons behind unless asked to (a kept stack makes the next run start in seconds).
     if os.environ.get("TALLY_TEST_KEEP_STACK") != "1":
         runner.down(settings)
-
-
-@pytest.fixture(scope="session")
-def dbt_manifest() -> None:
-    """The dbt project parsed (target/manifest.json), as `tally up` does before starting Dagster:
-    Dagster's definitions read the manifest and never run dbt at import."""
-    from tally.stack.dbt import parse_dbt_project
-
-    parse_dbt_project(Settings())
 
 
 @pytest.fixture(scope="session")

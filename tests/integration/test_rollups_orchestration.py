@@ -63,9 +63,7 @@ def daily_row(stack, event_type, day):
         ).fetchone()
 
 
-def test_a_day_partition_builds_that_day_from_its_hours_and_runs_the_dbt_tests_as_checks(
-    stack, dbt_manifest, planted, event_type
-):
+def test_a_day_partition_builds_that_day_from_its_hours_and_runs_the_dbt_tests_as_checks(stack, planted, event_type):
     with dg.DagsterInstance.ephemeral() as instance:
         build(instance, [rollup_views])  # the staging views the daily model reads
         result = build(instance, [daily_rollups], partition_key="2026-11-03")

@@ -1,7 +1,7 @@
 import dagster as dg
 
 
-def test_code_location_loads_without_touching_services(dbt_manifest):
+def test_code_location_loads_without_touching_services():
     from orchestration.definitions import defs
 
     loaded = defs()
