@@ -58,7 +58,9 @@ def stack(settings: Settings):
         runner.down(settings)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: its engine is a process of the stack's state dir, and tests that
+# check `down` leaves nothing of the stack running must not find it.
+@pytest.fixture(scope="module")
 def timescaledb_dsn(settings: Settings):
     """DSN of a TimescaleDB engine: TALLY_TIMESCALEDB_DSN if set (a real server), else TimescaleDB-in-PGlite."""
     if dsn := os.environ.get("TALLY_TIMESCALEDB_DSN"):

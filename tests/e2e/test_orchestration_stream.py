@@ -50,30 +50,35 @@ def freshness(instance: dg.DagsterInstance, lower_bound: timedelta) -> dict[dg.A
     return verdicts
 
 
-def send(api, run_id: str, n: int) -> None:
-    start, _ = recent_window()
-    at = iso(start + timedelta(seconds=30))
+def send(api, run_id: str, n: int, at: datetime) -> None:
     batch = uuid.uuid4().hex[:8]
     events = [
-        {"event_id": f"{run_id}-{batch}-{i}", "event_type": f"{run_id}.f", "timestamp": at, "source": "web"}
+        {"event_id": f"{run_id}-{batch}-{i}", "event_type": f"{run_id}.f", "timestamp": iso(at), "source": "web"}
         for i in range(n)
     ]
     r = api.post("/api/events", json=events)
     assert r.status_code == 202, r.text
 
 
-def counted(api, run_id: str) -> int:
-    start, end = recent_window()
-    params = {"from": iso(start), "to": iso(end + timedelta(minutes=1)), "granularity": "1h"}
+def counted(api, run_id: str, at: datetime) -> int:
+    minute = at.replace(second=0, microsecond=0)
+    params = {"from": iso(minute), "to": iso(minute + timedelta(minutes=1)), "granularity": "1m"}
     body = api.get("/api/aggregate", params={**params, "event_type": f"{run_id}.f"}).json()
     return sum(p["count"] for s in body["series"] for p in s["points"])
+
+
+def event_time() -> datetime:
+    """Recent enough never to be late; fixed for the test, so its count is read from the same minute
+    however long it takes (a window that follows the clock would move away from the events)."""
+    return recent_window()[0] + timedelta(seconds=30)
 
 
 def test_stream_tables_are_fresh_while_the_dataflow_keeps_up_and_stale_once_it_stops(
     api, stack, run_id, instance, monkeypatch
 ):
-    send(api, run_id, 200)
-    wait_for(lambda: counted(api, run_id) == 200, what="the events to be counted")
+    at = event_time()
+    send(api, run_id, 200, at)
+    wait_for(lambda: counted(api, run_id, at) == 200, what="the events to be counted")
     events, cursor = observe(instance, None)
     reported = {e.asset_key for e in events if isinstance(e, dg.AssetMaterialization)}
     assert reported == set(STREAM_TABLES)
@@ -82,7 +87,7 @@ def test_stream_tables_are_fresh_while_the_dataflow_keeps_up_and_stale_once_it_s
     runner.down(stack, ["dataflow"])
     try:
         stopped_at = time.time()
-        send(api, run_id, 100)  # waiting in Kafka, reflected by no table
+        send(api, run_id, 100, at)  # waiting in Kafka, reflected by no table
         time.sleep(4)
         monkeypatch.setenv("TALLY_STREAM_FRESHNESS_S", "2")
         events, cursor = observe(instance, cursor)
@@ -95,7 +100,7 @@ def test_stream_tables_are_fresh_while_the_dataflow_keeps_up_and_stale_once_it_s
         monkeypatch.delenv("TALLY_STREAM_FRESHNESS_S")
     finally:
         assert all(r.ok for r in runner.up(stack, ["dataflow"]))
-    wait_for(lambda: counted(api, run_id) == 300, timeout_s=90, what="the dataflow to catch up")
+    wait_for(lambda: counted(api, run_id, at) == 300, timeout_s=90, what="the dataflow to catch up")
     events, cursor = observe(instance, cursor)
     stamps = {
         e.metadata["dagster/last_updated_timestamp"].value
@@ -108,8 +113,9 @@ def test_stream_tables_are_fresh_while_the_dataflow_keeps_up_and_stale_once_it_s
 
 
 def test_the_hourly_correction_fails_its_reconciliation_on_a_planted_mismatch(api, stack, run_id, instance):
-    send(api, run_id, 1)  # so the stream has a watermark, and this old hour is closed
-    wait_for(lambda: counted(api, run_id) == 1, what="the event to be counted")
+    at = event_time()
+    send(api, run_id, 1, at)  # so the stream has a watermark, and this old hour is closed
+    wait_for(lambda: counted(api, run_id, at) == 1, what="the event to be counted")
     hour = datetime(2026, 11, 2, 3, tzinfo=UTC)
     with rollup_store.connect(stack) as conn:
         conn.execute(

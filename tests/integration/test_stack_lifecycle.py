@@ -39,8 +39,8 @@ def test_status_json_lists_every_component_up_with_pid_and_port(stack):
         assert c["status"] == "up" and pid_alive(c["pid"])
     assert comps["kafka"]["port"] == stack.kafka_port
     assert comps["postgres"]["port"] == stack.pg_port
-    # Dagster's webserver and daemon, under one supervisor, on the port its setting names.
-    assert comps["dagster"]["port"] == stack.dagster_port and len(comps["dagster"]["pids"]) == 2
+    # Dagster's code server, webserver and daemon, under one supervisor, on the port its setting names.
+    assert comps["dagster"]["port"] == stack.dagster_port and len(comps["dagster"]["pids"]) == 3
 
 
 def test_second_up_is_a_no_op(stack):

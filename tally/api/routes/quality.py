@@ -6,8 +6,10 @@ Data Docs under data_docs/. The API only serves those files; it never builds a r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from tally.api.deps import SettingsDep
@@ -64,7 +66,15 @@ async def quality_root(request: Request) -> RedirectResponse:
         },
     },
 )
-async def quality_report(path: str, settings: SettingsDep) -> Response:
+async def quality_report(
+    path: Annotated[
+        str,
+        # The router's {path:path} never matches a control character (such a URL falls through to a
+        # plain 404 before reaching here): say so in the contract.
+        PathParam(description="A file of the report; empty for its page.", pattern=r"^[^\x00-\x1f\x7f]*$"),
+    ],
+    settings: SettingsDep,
+) -> Response:
     """The report Dagster's `quality/quality_report` asset builds every night for the day just ended:
     events and late events per hour, the reconciliation of every closed hour, broken expectations
     with examples, and the latest checks on the stream's tables."""
