@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from tally.api.app import create_app
 from tally.settings import Settings
+from tally.storage import rollup_store
 from tests.e2e.conftest import iso
 
 
@@ -35,8 +36,24 @@ def test_with_both_stores_down_the_api_starts_ingests_and_answers_their_queries_
 
 
 def test_a_statement_over_the_query_timeout_is_cancelled_and_answered_422_with_a_hint(stack):
-    slow = Settings(**{**stack.model_dump(), "query_timeout_s": 0.001})
-    with TestClient(create_app(slow)) as client:
-        r = client.get("/api/aggregate", params={"from": "2026-01-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
+    # Rows enough that the statement cannot finish within 1 ms whatever else the database holds
+    # (on a fresh stack an empty range answered in time).
+    et = f"slowq{uuid.uuid4().hex[:8]}"
+    with rollup_store.connect(stack) as conn:
+        conn.execute(
+            "insert into rollup_1h (bucket, event_type, source, kafka_partition, event_count, value_count,"
+            " value_sum, users, final) select h, %s, 's' || s, 0, 1, 0, 0, ''::bytea, true"
+            " from generate_series(timestamptz '2026-01-01Z', timestamptz '2026-10-31Z', interval '1 hour') h,"
+            " generate_series(1, 20) s",
+            (et,),
+        )
+    try:
+        slow = Settings(**{**stack.model_dump(), "query_timeout_s": 0.001})
+        with TestClient(create_app(slow)) as client:
+            params = {"from": "2026-01-01T00:00:00Z", "to": "2026-11-01T00:00:00Z", "event_type": et}
+            r = client.get("/api/aggregate", params={**params, "group_by": "source"})
+    finally:
+        with rollup_store.connect(stack) as conn:
+            conn.execute("delete from rollup_1h where event_type = %s", (et,))
     assert r.status_code == 422, r.text
     assert "time limit" in r.json()["detail"] and "coarser granularity" in r.json()["detail"]
