@@ -71,7 +71,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     processes = args.processes or settings.dataflow_processes
-    metrics.serve(settings.dataflow_metrics_port + args.process)
+    metrics.serve(settings.dataflow_metrics_port + args.process, settings.metrics_host)
     parts = owned_partitions(settings.kafka_partitions, args.process, processes)
     tune_gc()
     metrics.watch_gc()

@@ -80,5 +80,6 @@ def watch_gc() -> None:
     gc.callbacks.append(callback)
 
 
-def serve(port: int) -> None:
-    start_http_server(port, addr="127.0.0.1")
+def serve(port: int, host: str) -> None:
+    """Serve /metrics on host:port (Settings.metrics_host: loopback locally, all interfaces in a pod)."""
+    start_http_server(port, addr=host)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The repository root: the stack's configs live in deploy/ beside the packages.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,20 @@ class Settings(BaseSettings):
 
     # Kafka and Cassandra need Java 17 (Cassandra 5.0 cannot start on 24+); unset: JAVA_HOME, then PATH.
     java_home: Path | None = None
+
+    # Where the stores are. The local stack runs them all on loopback; on Kubernetes (deploy/k8s/)
+    # they are Services elsewhere, so every client reads its host from here, never a literal.
+    kafka_host: str = "127.0.0.1"
+    pg_host: str = "127.0.0.1"
+    # Cassandra's contact points: any one that answers tells the driver about the rest of the ring.
+    # NoDecode: the variable is "a,b" (as a ConfigMap writes it), not the JSON list pydantic expects.
+    cassandra_hosts: Annotated[list[str], NoDecode, Field(min_length=1)] = ["127.0.0.1"]
+    # The driver sends queries only to this data centre's nodes; "datacenter1" is the name Cassandra
+    # gives a node whose snitch is not told otherwise, as the local stack's is.
+    cassandra_local_dc: str = "datacenter1"
+    # Where the dataflow serves /metrics: loopback locally; 0.0.0.0 in a pod, or Prometheus (and the
+    # kubelet's probe) cannot reach it.
+    metrics_host: str = "127.0.0.1"
 
     # Kafka (KRaft, one combined broker/controller node).
     kafka_port: int = 9092
@@ -111,6 +126,13 @@ class Settings(BaseSettings):
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
 
+    @field_validator("cassandra_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
     @model_validator(mode="after")
     def _horizon_covers_lateness(self) -> Settings:
         # An id forgotten while its event could still be on time would let a copy into a rollup.
@@ -124,7 +146,7 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """Every setting as the TALLY_* variable that sets it: Tally's own processes are started
         with these, so they run with exactly the settings of whoever started them."""
-        return {f"TALLY_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+        return {f"TALLY_{k.upper()}": _env_value(v) for k, v in self.model_dump().items() if v is not None}
 
     @property
     def semantic_manifest_path(self) -> Path:
@@ -137,12 +159,12 @@ class Settings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.kafka_host}:{self.kafka_port}"
 
     @property
     def pg_dsn(self) -> str:
         return (
-            f"host=127.0.0.1 port={self.pg_port} dbname={self.pg_database} "
+            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password}"
         )
 
@@ -151,6 +173,11 @@ class Settings(BaseSettings):
         """The latest data-quality report: written by Dagster's quality/quality_report asset, served
         by the API at /quality/."""
         return self.state_dir / "quality"
+
+
+def _env_value(value: object) -> str:
+    # A list goes back as the "a,b" its validator reads, not as Python's repr of it.
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 @lru_cache

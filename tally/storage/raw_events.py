@@ -39,10 +39,10 @@ def cluster(settings: Settings):
 
     logging.getLogger("cassandra").setLevel(logging.ERROR)
     return Cluster(
-        ["127.0.0.1"],
+        settings.cassandra_hosts,
         port=settings.cassandra_port,
         protocol_version=5,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc="datacenter1"),
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc),
     )
 
 
