@@ -4,7 +4,8 @@ Every manifest is read into the Kubernetes client's model of its kind and writte
 drops fields its model does not know and converts values to the declared types, so a misspelt or
 misplaced field, or a number where Kubernetes wants a string, shows up as a difference. Then each
 fact the manifests repeat from the code is compared with the code: the dataflow's process index and
-count, where dedup keeps its ids, the API's probe paths, the TALLY_* names, and the Job that
+count, where dedup keeps its ids, the API's probe paths, the TALLY_* names, the stores' hosts every
+process that talks to a store is given, the quality report's shared volume, and the Job that
 dagster-k8s would launch for a run with our Helm values.
 """
 
@@ -45,6 +46,9 @@ MISSING = object()
 # What a heavy partition's job would ask for through the `dagster-k8s/config` tag (values.yaml).
 HEAVY = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
 HEAVY_TAGS = {"dagster-k8s/config": json.dumps({"container_config": {"resources": HEAVY}})}
+# Where the stores are: every process that talks to one must be told, or it asks its own loopback.
+STORE_HOSTS = {"TALLY_KAFKA_HOST", "TALLY_PG_HOST", "TALLY_CASSANDRA_HOSTS", "TALLY_CASSANDRA_LOCAL_DC"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _documents() -> dict[str, dict]:
@@ -75,6 +79,8 @@ CONFIG = _one("ConfigMap", "tally-config")["data"]
 SECRETS = {d["metadata"]["name"]: d for d in DOCS.values() if d["kind"] == "Secret"}
 DATAFLOW = _one("StatefulSet", "tally-dataflow")
 API_DEPLOYMENT = _one("Deployment", "tally-api")
+QUALITY_CLAIM = _one("PersistentVolumeClaim", "tally-quality")
+QUALITY_DIR = str(Settings(_env_file=None, state_dir=CONFIG["TALLY_STATE_DIR"]).quality_dir)
 
 
 def _model_name(doc: dict) -> str:
@@ -127,6 +133,7 @@ def test_the_expected_objects_are_there():
         "ConfigMap/tally-config",
         "Deployment/tally-api",
         "Namespace/tally",
+        "PersistentVolumeClaim/tally-quality",
         "Secret/tally-dagster-postgresql",
         "Secret/tally-secrets",
         "Service/tally-api",
@@ -220,12 +227,15 @@ def test_dedup_state_is_on_the_dataflow_volume():
     assert _one("Service", "tally-dataflow")["spec"]["clusterIP"] == "None"
 
 
-def test_dataflow_probe_asks_its_metrics_port():
+def test_dataflow_serves_metrics_to_prometheus_and_the_probe():
     container = _container(DATAFLOW)
     (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
     assert port == int(CONFIG["TALLY_DATAFLOW_METRICS_PORT"])
-    probe = " ".join(container["livenessProbe"]["exec"]["command"])
-    assert f"http://127.0.0.1:{port}/metrics" in probe
+    # Bound to every interface (the default, loopback, is out of the kubelet's and Prometheus' reach)...
+    assert _env_of(container, POD_ORDINAL="0")["TALLY_METRICS_HOST"] == "0.0.0.0"
+    assert "settings.metrics_host" in inspect.getsource(dataflows.flow.main)
+    # ...so the kubelet asks it over the pod's network, on the named port.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 
 def test_api_probes_ask_real_routes_on_its_port(tmp_path):
@@ -273,6 +283,33 @@ def test_settings_take_the_configmap_and_secret_as_they_are():
     assert {k: settings.as_env()[k] for k in given} == given
 
 
+def _assert_store_hosts(env: dict[str, str], who: str) -> None:
+    assert set(env) >= STORE_HOSTS, f"{who}: no {sorted(STORE_HOSTS - set(env))}"
+    settings = Settings(_env_file=None, **{k.removeprefix("TALLY_").lower(): env[k] for k in STORE_HOSTS})
+    hosts = {settings.kafka_host, settings.pg_host, *settings.cassandra_hosts}
+    assert hosts.isdisjoint(LOOPBACK), f"{who}: a store on the pod's own loopback"
+
+
+def test_api_and_dataflow_are_told_where_the_stores_are():
+    for workload in (API_DEPLOYMENT, DATAFLOW):
+        _assert_store_hosts(_env_of(_container(workload), POD_ORDINAL="0"), workload["metadata"]["name"])
+
+
+def _quality_mount(volumes: list[dict], mounts: list[dict]) -> dict:
+    """The one mount of the volume that is the quality report's claim."""
+    claim = QUALITY_CLAIM["metadata"]["name"]
+    (volume,) = [v for v in volumes if v.get("persistentVolumeClaim", {}).get("claimName") == claim]
+    (mount,) = [m for m in mounts if m["name"] == volume["name"]]
+    return mount
+
+
+def test_the_quality_report_is_on_a_shared_claim_the_api_reads():
+    assert QUALITY_CLAIM["spec"]["accessModes"] == ["ReadWriteMany"]  # run pods and API replicas, any node
+    assert QUALITY_DIR == "/var/lib/tally/quality"
+    volumes = API_DEPLOYMENT["spec"]["template"]["spec"]["volumes"]
+    assert _quality_mount(volumes, _container(API_DEPLOYMENT)["volumeMounts"])["mountPath"] == QUALITY_DIR
+
+
 def test_every_tally_variable_a_container_reads_is_given_to_it():
     for workload in (DATAFLOW, API_DEPLOYMENT):
         container = _container(workload)
@@ -304,7 +341,35 @@ def test_helm_values_run_our_code_location_with_the_k8s_run_launcher():
         assert _names(config["envConfigMaps"]) + _names(config["envSecrets"]) == workload_env
     # The instance's database is ours, its password in a secret the template defines.
     assert VALUES["postgresql"]["enabled"] is False and VALUES["generatePostgresqlPasswordSecret"] is False
+    assert VALUES["postgresql"]["postgresqlHost"] == CONFIG["TALLY_PG_HOST"]  # the server Tally writes to
     assert "postgresql-password" in SECRETS[VALUES["global"]["postgresqlSecretName"]]["stringData"]
+
+
+def _helm_env(config: dict) -> dict[str, str]:
+    """The TALLY_* environment a user-code deployment or the run launcher gives its pods: its config
+    maps, then its own variables (`env` for a deployment, `envVars` "K=V" for the launcher)."""
+    env = {}
+    for source in config.get("envConfigMaps", []):
+        env.update(_one("ConfigMap", source["name"])["data"])
+    env.update({var["name"]: var["value"] for var in config.get("env", [])})
+    env.update(dict(var.split("=", 1) for var in config.get("envVars", [])))
+    return env
+
+
+def test_dagster_code_location_and_runs_are_told_where_the_stores_are():
+    # The location's sensors read Kafka and PostgreSQL; runs read every store.
+    (location,) = USER_CODE
+    _assert_store_hosts(_helm_env(location), "code location")
+    _assert_store_hosts(_helm_env(LAUNCHER), "run launcher")
+
+
+def test_run_pods_mount_the_quality_claim():
+    mount = _quality_mount(LAUNCHER["volumes"], LAUNCHER["volumeMounts"])
+    assert mount["mountPath"] == QUALITY_DIR and not mount.get("readOnly")  # the report's asset writes it
+    # As the image's user, with the claim's files in its group.
+    pod_security = LAUNCHER["runK8sConfig"]["podSpecConfig"]["securityContext"]
+    api_security = API_DEPLOYMENT["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["fsGroup"] == pod_security["runAsUser"] == api_security["runAsUser"]
 
 
 def _job_config() -> DagsterK8sJobConfig:
@@ -316,6 +381,8 @@ def _job_config() -> DagsterK8sJobConfig:
         env_config_maps=_names(LAUNCHER["envConfigMaps"]),
         env_secrets=_names(LAUNCHER["envSecrets"]),
         resources=LAUNCHER["resources"],
+        volume_mounts=LAUNCHER["volumeMounts"],
+        volumes=LAUNCHER["volumes"],
     )
 
 
@@ -328,6 +395,8 @@ def _check_run_job(body: dict, resources: dict) -> None:
         "tally-secrets",
     ]
     assert container["resources"] == resources
+    volumes = body["spec"]["template"]["spec"]["volumes"]
+    assert _quality_mount(volumes, container["volumeMounts"])["mountPath"] == QUALITY_DIR
     (password,) = [e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD"]
     assert password["valueFrom"]["secretKeyRef"] == {"name": "tally-dagster-postgresql", "key": "postgresql-password"}
     assert body["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -389,6 +458,9 @@ def test_k8s_run_launcher_sends_that_job_for_a_run(tmp_path):
         env_config_maps=config.env_config_maps,
         env_secrets=config.env_secrets,
         resources=config.resources,
+        volume_mounts=config.volume_mounts,
+        volumes=config.volumes,
+        run_k8s_config={"pod_spec_config": LAUNCHER["runK8sConfig"]["podSpecConfig"]},
         k8s_client_batch_api=batch_api,
     )
     with dg.instance_for_test() as instance:
@@ -401,3 +473,6 @@ def test_k8s_run_launcher_sends_that_job_for_a_run(tmp_path):
     body = API.sanitize_for_serialization(job)
     _check_run_job(body, HEAVY)
     assert body["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["dagster", "api", "execute_run"]
+    # runK8sConfig as the chart renders it (run_k8s_config.pod_spec_config) reaches the pod.
+    pod_security = LAUNCHER["runK8sConfig"]["podSpecConfig"]["securityContext"]
+    assert body["spec"]["template"]["spec"]["securityContext"] == pod_security
