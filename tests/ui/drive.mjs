@@ -1,18 +1,10 @@
 // Opens Tally's UI in headless Chromium, exercises it like a user, saves a screenshot and prints
-// what it saw as JSON for tests/e2e/test_ui.py to check.
-import { chromium } from 'playwright-core'
+// what it saw as JSON for tests/e2e/test_ui.py to check. Usage: node drive.mjs <url> <event type> <screenshot path>
+import { args, screenshot, withPage } from './browser.mjs'
 
-const [url, eventType, screenshot] = process.argv.slice(2)
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  // The machine has no network beyond loopback: background services would only fail.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-})
-const result = { errors: [] }
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
-  page.on('pageerror', (e) => result.errors.push(String(e)))
+const [url, eventType, screenshotPath] = args
+const result = {}
+await withPage(result, {}, async (page) => {
   await page.goto(url)
   await page.waitForSelector(`#types option[value="${eventType}"]`, { timeout: 30000 })
   await page.selectOption('#types', [eventType])
@@ -41,10 +33,5 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll('#events tbody tr')].every((r) => r.children[2].textContent === 'web'), null, { timeout: 30000 })
   result.web_rows = await page.$$eval('#events tbody tr', (rows) => rows.length)
   result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
-  await page.screenshot({ path: screenshot, fullPage: true })
-} catch (e) {
-  result.errors.push(String(e))
-} finally {
-  await browser.close()
-}
-console.log(JSON.stringify(result))
+  await screenshot(page, screenshotPath)
+})

@@ -2,26 +2,11 @@
 // request off the loopback host aborted, expands every group, and prints as JSON the asset names the
 // graph drew and the requests it had to block, for tests/e2e/test_dagster_ui.py to check.
 // Usage: node lineage.mjs <dagster url> [screenshot path]
-import { chromium } from 'playwright-core'
+import { args, screenshot, withPage } from './browser.mjs'
 
-const [base, screenshot] = process.argv.slice(2)
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]'])
-const LOCAL_SCHEMES = new Set(['data:', 'blob:', 'about:'])
-const offOrigin = (url) => { const u = new URL(url); return !LOCAL_SCHEMES.has(u.protocol) && !LOOPBACK.has(u.hostname) }
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync',
-         '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1'],
-})
-const result = { groups: [], text: '', blocked: [], errors: [] }
-try {
-  const context = await browser.newContext({ viewport: { width: 2200, height: 1700 } })
-  context.on('request', (r) => { if (offOrigin(r.url())) result.blocked.push(r.url()) })
-  await context.route('**/*', (route) => (offOrigin(route.request().url()) ? route.abort('blockedbyclient') : route.continue()))
-  const page = await context.newPage()
-  page.on('pageerror', (e) => result.errors.push(String(e)))
+const [base, screenshotPath] = args
+const result = { groups: [], text: '' }
+await withPage(result, { viewport: { width: 2200, height: 1700 }, offline: true }, async (page) => {
   await page.goto(new URL('/asset-groups', base).href)
   await page.waitForSelector('text=Global asset lineage', { timeout: 60000 })
   await page.waitForTimeout(3000)
@@ -40,10 +25,6 @@ try {
   // Let the nodes' latest events and checks load before the picture is taken.
   await page.waitForFunction(() => !document.body.innerText.includes('Loading'), null, { timeout: 30000 }).catch(() => {})
   result.text = await page.evaluate(() => [...document.querySelectorAll('svg foreignObject')].map((f) => f.textContent).join('\n'))
-  if (screenshot) await page.screenshot({ path: screenshot })
-} catch (e) {
-  result.errors.push(String(e))
-} finally {
-  await browser.close()
-}
-console.log(JSON.stringify(result))
+  // The viewport only: the graph is drawn to fit it.
+  await screenshot(page, screenshotPath, { fullPage: false })
+})

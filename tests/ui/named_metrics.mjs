@@ -1,18 +1,11 @@
 // Opens Tally's UI in headless Chromium, picks a named metric (from /api/metrics) grouped by source,
 // and prints as JSON what the metric picker offers and what the chart drew for one source, for
-// tests/e2e/test_named_metrics.py to check.
-import { chromium } from 'playwright-core'
+// tests/e2e/test_named_metrics.py to check. Usage: node named_metrics.mjs <url> <metric> <source>
+import { args, withPage } from './browser.mjs'
 
-const [url, metric, source] = process.argv.slice(2)
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-})
-const result = { errors: [] }
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
-  page.on('pageerror', (e) => result.errors.push(String(e)))
+const [url, metric, source] = args
+const result = {}
+await withPage(result, {}, async (page) => {
   await page.goto(url)
   await page.waitForSelector(`#metric option[value="${metric}"]`, { state: 'attached', timeout: 30000 })
   result.options = await page.$$eval('#metric option', (os) => os.map((o) => [o.value, o.textContent]))
@@ -39,9 +32,4 @@ try {
   // The live refresh (every 2 s) clears an error a late answer to an earlier choice left standing.
   await page.waitForFunction(() => document.querySelector('#error').hidden, null, { timeout: 10000 }).catch(() => {})
   result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
-} catch (e) {
-  result.errors.push(String(e))
-} finally {
-  await browser.close()
-}
-console.log(JSON.stringify(result))
+})
