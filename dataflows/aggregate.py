@@ -35,6 +35,7 @@ class PartitionState:
     invalid: list[tuple[int, bytes, str]] = field(default_factory=list)
     raw: RawBatch = field(default_factory=RawBatch)
     next_offset: int = 0
+    lag: int = 0  # messages the partition had left to read after the last batch
     pending: bool = False  # something changed since the last flush
     # After a restart: where the flushes cut before the stop ended, past the committed offset
     # (tally.dedup). Flushes are cut there again, and messages read beyond the next end wait.
@@ -76,6 +77,8 @@ class Aggregate:
         idle_lag_s: int | None = None,
         wall_clock=time.time,
         dedup: tuple[Path, int] | None = None,
+        backlog: tuple[int, float] | None = None,
+        max_events: int | None = None,
     ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
@@ -84,6 +87,10 @@ class Aggregate:
         self.idle_lag_s = idle_lag_s  # None: watermarks move with events only
         self.wall_clock = wall_clock
         self.dedup = dedup  # (directory of the per-partition stores, horizon in seconds); None: off
+        # (messages left to read from which a partition is draining a backlog, its flush interval);
+        # None: flush_interval_s always
+        self.backlog = backlog
+        self.max_events = max_events  # a flush once a partition holds this many events; None: no bound
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
@@ -95,6 +102,7 @@ class Aggregate:
             # Persisting the moved watermark is what makes buckets final for queries.
             state.pending |= state.agg.advance_idle(int(self.wall_clock()), self.idle_lag_s)
         state.next_offset = batch.next_offset
+        state.lag = batch.lag
         if not self._flush_due(state, replay_end):
             return state, None
         return state, self._flush(state, batch.partition)
@@ -204,9 +212,16 @@ class Aggregate:
                 return False  # the interrupted flush is not complete yet
             state.replay_ends.pop(0)
             return True
-        if self.clock() - state.last_flush < self.flush_interval_s:
+        if self.max_events is not None and len(state.raw) >= self.max_events:
+            return True
+        if self.clock() - state.last_flush < self._interval(state):
             return False
         return state.pending or any(state.agg.is_closed(k[0]) for k in state.agg.open)
+
+    def _interval(self, state: PartitionState) -> float:
+        if self.backlog is not None and state.lag >= self.backlog[0]:
+            return self.backlog[1]
+        return self.flush_interval_s
 
     def _flush(self, state: PartitionState, partition: int) -> Flush:
         if state.seen is not None:

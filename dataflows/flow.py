@@ -51,6 +51,8 @@ def get_flow(
         dedup=(settings.state_dir / "dataflow" / "dedup", settings.dedup_horizon_s)
         if settings.dedup_horizon_s
         else None,
+        backlog=(settings.backlog_messages, settings.backlog_flush_interval_s),
+        max_events=settings.flush_max_events,
     )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)

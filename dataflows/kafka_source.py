@@ -41,6 +41,9 @@ class KafkaBatch:
     # When Kafka took each message (its timestamp, epoch ms; empty: unknown). An event may be
     # stamped at most max_ahead_s later than that: judged by this, a replay decides the same way.
     arrivals: list[int] = field(default_factory=list)
+    # Messages left in the partition after this batch, as of the broker's last fetch answer (no
+    # extra request); 0 when unknown. Tells a backlog being drained from reading at the head.
+    lag: int = 0
 
 
 def consumer_config(settings: Settings) -> dict:
@@ -103,13 +106,23 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             values.append(m.value())
             offsets.append(m.offset())
             arrivals.append(m.timestamp()[1])
+        lag = 0
         if offsets:
             self.next_offset = offsets[-1] + 1
+            lag = self._lag()
         # An empty batch still goes out: it is the tick that lets open buckets flush on time.
         caught_up = not offsets and self._caught_up()
-        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up, arrivals)
+        batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up, arrivals, lag)
         self.restore = None
         return [(self.key, batch)]
+
+    def _lag(self) -> int:
+        """Messages after the batch, from the high watermark the last fetch answer carried."""
+        try:
+            got = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        except KafkaException:
+            return 0
+        return max(0, got[1] - self.next_offset) if got is not None and got[1] >= 0 else 0
 
     def _caught_up(self) -> bool:
         """Whether the partition has nothing more to read; asks the broker at most once a second."""

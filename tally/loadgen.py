@@ -72,7 +72,7 @@ class SendStats:
 
 async def post_bodies(
     url: str,
-    next_body: Callable[[], bytes],
+    next_body: Callable[[], bytes | None],
     events_per_body: int,
     rate: float | None,
     duration_s: float,
@@ -80,8 +80,8 @@ async def post_bodies(
     gzipped: bool = True,
     on_accepted: Callable[[bytes], None] | None = None,
 ) -> SendStats:
-    """Post bodies from `next_body()` for `duration_s`, at `rate` events/s (None: as fast as possible);
-    `on_accepted(body)` for each body answered 202."""
+    """Post bodies from `next_body()` for `duration_s` or until it returns None, at `rate` events/s
+    (None: as fast as possible); `on_accepted(body)` for each body answered 202."""
     stats = SendStats()
     headers = {"Content-Type": "application/x-ndjson"}
     if gzipped:
@@ -101,6 +101,8 @@ async def post_bodies(
                 if slot > now:
                     await asyncio.sleep(slot - now)
             body = next_body()
+            if body is None:
+                return
             started = time.monotonic()
             try:
                 r = await client.post(url, content=body, headers=headers)

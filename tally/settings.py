@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     dataflow_processes: int = 2
     # Open buckets' partial values are written at least this often (the freshness promise is 2 s).
     flush_interval_s: float = 1.0
+    # While a partition has more than backlog_messages unread (a restart, an outage, a burst), its
+    # flushes are this far apart instead: nobody is looking at the head yet, and a flush costs in
+    # proportion to the cells it touches, not the events, so fewer of them drain a backlog faster.
+    # Back at the head, flush_interval_s again. A flush also happens once a partition holds
+    # flush_max_events events, which bounds the dataflow's memory (~300 bytes an event held).
+    backlog_flush_interval_s: float = 5.0
+    backlog_messages: int = 200
+    flush_max_events: int = 200_000
     # An event up to this far behind the watermark still updates its bucket; later ones are late.
     allowed_lateness_s: int = 300
     # An event stamped further ahead of the clock than this (a client's clock gone wrong) is refused

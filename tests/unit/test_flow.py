@@ -216,3 +216,26 @@ def test_which_events_are_late_does_not_depend_on_how_batches_fell(size):
         return out
 
     assert late_ids(size) == late_ids(len(values)) != []
+
+
+def test_a_partition_draining_a_backlog_flushes_less_often_and_at_the_head_every_interval():
+    now = [0.0]
+    step = Aggregate(120, 1.0, clock=lambda: now[0], backlog=(100, 5.0), max_events=None)
+    state, flushes = None, []
+    # 1.5 s between batches: with 500 messages still to read, no flush until 5 s have passed.
+    for i, lag in enumerate([500, 400, 300, 200, 100, 0, 0]):
+        now[0] += 1.5
+        batch = KafkaBatch(0, [message(i, i)], [i], i + 1, Restore(None, {}) if i == 0 else None, lag=lag)
+        state, flush = step(state, batch)
+        flushes.append(flush is not None)
+    # The clock starts at the first batch (t = 1.5); at t = 7.5 (100 left) 6 s have passed: a
+    # flush; at t = 9.0 and 10.5 the partition is at the head, where 1.5 s is past the interval.
+    assert flushes == [False, False, False, False, True, True, True]
+
+
+def test_a_partition_holding_max_events_flushes_before_its_interval():
+    step = Aggregate(120, 60.0, clock=lambda: 0.0, max_events=3)
+    state, flush = step(None, KafkaBatch(0, [message(0, 0), message(1, 1)], [0, 1], 2, Restore(None, {})))
+    assert flush is None
+    state, flush = step(state, KafkaBatch(0, [message(2, 2)], [2], 3))
+    assert flush is not None and len(flush.raw) == 3 and flush.next_offset == 3
