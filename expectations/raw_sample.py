@@ -47,7 +47,7 @@ def event_types_in_rollups(settings: Settings, start: datetime, end: datetime, m
         with psycopg.connect(settings.pg_dsn, connect_timeout=5) as conn:
             return [t for (t,) in conn.execute(_TYPES, (start, end, most))]
     except psycopg.OperationalError as e:
-        raise StoreUnavailable.of("PostgreSQL", settings.pg_port, e) from e
+        raise StoreUnavailable.of("PostgreSQL", settings.pg_port, e, host=settings.pg_host) from e
 
 
 def read_sample(
@@ -64,7 +64,9 @@ def read_sample(
     except NoHostAvailable as e:
         cluster.shutdown()
         first = next(iter(e.errors.values()), e)
-        raise StoreUnavailable.of("Cassandra", settings.cassandra_port, first) from e
+        raise StoreUnavailable.of(
+            "Cassandra", settings.cassandra_port, first, host=",".join(settings.cassandra_hosts)
+        ) from e
     try:
         select = session.prepare(_SELECT)
         share = math.ceil(limit / len(event_types))
