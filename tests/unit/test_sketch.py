@@ -62,6 +62,14 @@ def test_hashes_are_kept_explicitly_up_to_160_and_registers_from_the_161st():
     assert kind(h) == SPARSE
 
 
+def test_an_explicit_sketch_fed_the_same_users_over_and_over_stays_small_and_explicit():
+    h = Hll()
+    for _ in range(100):  # a cell's few users, seen in batch after batch
+        h.add_hashes([hash_user(f"u{u}") for u in range(10)])
+        assert len(h.explicit) <= 2 * EXPLICIT_MAX  # repeats are dropped as they pile up
+    assert kind(h) == EXPLICIT and len(h.to_bytes()) == 3 + 8 * 10 and h.cardinality() == 10
+
+
 def test_sparse_is_written_while_fewer_than_640_registers_are_filled():
     below = Hll()
     below.add_hashes(hashed_into(i, 1) for i in range(SPARSE_MAX))
