@@ -93,9 +93,12 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         self.next_offset = next_offset
         self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset, refused_here)
         self._checked = 0.0
+        self._last_lag = 0
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:
-        msgs = self.consumer.consume(num_messages=self.settings.consume_batch, timeout=0.2)
+        behind = self._last_lag >= self.settings.backlog_messages
+        size = self.settings.backlog_consume_batch if behind else self.settings.consume_batch
+        msgs = self.consumer.consume(num_messages=size, timeout=0.2)
         values, offsets, arrivals = [], [], []
         for m in msgs:
             err = m.error()
@@ -110,6 +113,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         if offsets:
             self.next_offset = offsets[-1] + 1
             lag = self._lag()
+        self._last_lag = lag
         # An empty batch still goes out: it is the tick that lets open buckets flush on time.
         caught_up = not offsets and self._caught_up()
         batch = KafkaBatch(self.partition, values, offsets, self.next_offset, self.restore, caught_up, arrivals, lag)

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     # messages bound one batch to ~50,000 events: large enough to keep per-event work in C,
     # small enough that a replayed backlog flushes in pieces.
     consume_batch: int = 50
+    # ... and this many while draining a backlog (more than backlog_messages unread): each cell is
+    # then folded once for more of its events (at 10,000 keys a 50-message batch held ~1 event a
+    # cell); measured: a 10,000-key catch-up 58 K -> 64 K events/s.
+    backlog_consume_batch: int = 400
 
     prometheus_port: int = 9090
     # Where Prometheus finds Tally's own processes (they serve /metrics).
