@@ -99,6 +99,15 @@ def run(settings: Settings, keys: int, events: int, rate: float = 120_000, drain
     }
 
 
+def sweep(settings: Settings, keys: list[int], events: int) -> dict:
+    """The figures of each cardinality, flat, for `tally bench`."""
+    out = {}
+    for k in keys:
+        figures = run(settings, k, events)
+        out |= {f"catchup_{k}_{name}": v for name, v in figures.items() if name != "keys_per_minute"}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, nargs="+", default=[32, 1_000, 10_000, 100_000])

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
+from benchmarks import catchup, end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
 from benchmarks.common import RESULTS
 from tally.settings import get_settings
 
@@ -26,6 +26,7 @@ TARGETS = {
     "ingest_vs_kafka_tool": ">= 0.5",
     "e2e_events_per_s": ">= 115,700 (10 min, exact)",
     "e2e_exact": "True",
+    "catchup_10000_events_per_s": ">= 160,000 (10,000 keys a minute, exact)",
     "freshness_p99_s": "<= 2 s",
     "aggregate_p99_ms": "<= 15 ms (30 days, 100 series)",
     "filtered_page100_p99_ms": "<= 50 ms",
@@ -46,7 +47,15 @@ def main() -> None:
         default=120_000,
         help="end-to-end offered events/s (0: as fast as the API takes them; the backlog then grows)",
     )
-    ap.add_argument("--only", nargs="*", help="ingest kafka e2e freshness queries metrics idle replay dedup")
+    ap.add_argument("--keys", type=int, help="end-to-end: (event_type, source) keys a minute (default: the demo's)")
+    ap.add_argument(
+        "--catchup-keys",
+        type=int,
+        nargs="+",
+        default=[32, 1_000, 10_000, 100_000],
+        help="catch-up: the cardinality sweep, keys a minute",
+    )
+    ap.add_argument("--only", nargs="*", help="ingest kafka e2e catchup freshness queries metrics idle replay dedup")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     s = get_settings()
@@ -55,8 +64,13 @@ def main() -> None:
         "ingest": lambda: ingest.run(s, 3 if smoke else 30),
         "kafka": lambda: kafka_ceiling.run(s, 20_000 if smoke else 3_000_000),
         "e2e": lambda: end_to_end.run(
-            s, 4 if smoke else args.duration, rate=args.rate or None, drain_timeout_s=60 if smoke else 600
+            s,
+            4 if smoke else args.duration,
+            rate=args.rate or None,
+            drain_timeout_s=60 if smoke else 600,
+            keys=args.keys,
         ),
+        "catchup": lambda: catchup.sweep(s, [32] if smoke else args.catchup_keys, 20_000 if smoke else 5_000_000),
         "freshness": lambda: freshness.run(
             s, 5 if smoke else 100, load_rate=2000 if smoke else 20_000, keys=100 if smoke else 10_000
         ),

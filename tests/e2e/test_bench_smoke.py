@@ -36,9 +36,12 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "dedup_us_per_event",
         "dedup_disk_mib_per_million_ids",
         "idle_dagster_rss_mib",
+        "catchup_32_events_per_s",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert figures["e2e_exact"] is True  # every (minute, type, source) cell, not only the total
     assert figures["e2e_cells"] > 1
     assert figures["e2e_counted"] == figures["e2e_accepted"] > 0
+    # The catch-up stopped the dataflow, filled Kafka, started it again and read every cell back.
+    assert figures["catchup_32_exact"] is True and figures["catchup_32_cells"] >= 32
     assert "e2e_events_per_s" in r.stdout  # the table is printed
