@@ -26,7 +26,7 @@ from benchmarks.workload import Workload
 from tally.loadgen import post_bodies
 from tally.settings import Settings, get_settings
 from tally.stack import runner
-from tally.storage import stream_progress
+from tally.storage import rollup_store, stream_progress
 
 
 def wait_caught_up(settings: Settings, timeout_s: float, poll_s: float = 0.25) -> float | None:
@@ -37,6 +37,18 @@ def wait_caught_up(settings: Settings, timeout_s: float, poll_s: float = 0.25) -
             return time.monotonic() - t0
         time.sleep(poll_s)
     return None
+
+
+def settle(settings: Settings, timeout_s: float) -> float:
+    """Wait until no minute is open any more (a previous run's cells, which would otherwise close
+    during this run's drain and be counted as its work): seconds waited."""
+    t0 = time.monotonic()
+    with rollup_store.connect(settings, autocommit=True) as conn:
+        while time.monotonic() - t0 < timeout_s:
+            if not conn.execute("select exists (select from rollup_1m where not final)").fetchone()[0]:
+                break
+            time.sleep(5)
+    return time.monotonic() - t0
 
 
 def counted(client: httpx.Client, prefix: str, minutes: list[str]) -> Counter:
@@ -60,11 +72,21 @@ def counted(client: httpx.Client, prefix: str, minutes: list[str]) -> Counter:
     return out
 
 
-def run(settings: Settings, keys: int, events: int, rate: float = 120_000, drain_timeout_s: float = 1800) -> dict:
+def run(
+    settings: Settings,
+    keys: int,
+    events: int,
+    rate: float = 120_000,
+    drain_timeout_s: float = 1800,
+    settle_s: float = 600,
+) -> dict:
+    """`settle_s`: how long to wait for earlier minutes to close first (they close lateness + idle
+    lag, ~6 minutes, after their events); 0 for a smoke run on a stack other tests use."""
     prefix = f"cu{uuid.uuid4().hex[:6]}"
     base = f"http://127.0.0.1:{settings.api_port}"
     if wait_caught_up(settings, 120) is None:
         raise RuntimeError("the dataflow did not catch up with what was already in Kafka")
+    settled_s = settle(settings, settle_s) if settle_s else 0.0
     runner.down(settings, ["dataflow"])
     work = Workload(prefix, events, keys, rate)
     bodies = work.bodies()
@@ -90,6 +112,7 @@ def run(settings: Settings, keys: int, events: int, rate: float = 120_000, drain
         "events": events,
         "kafka_messages": before.lag,
         "cells": len(work.truth),
+        "settled_s": round(settled_s),
         "dataflow_start_s": round(started_s, 1),
         "drain_s": round(drain_s, 1),
         "events_per_s": round(events / drain_s),
@@ -99,11 +122,11 @@ def run(settings: Settings, keys: int, events: int, rate: float = 120_000, drain
     }
 
 
-def sweep(settings: Settings, keys: list[int], events: int) -> dict:
+def sweep(settings: Settings, keys: list[int], events: int, settle_s: float = 600) -> dict:
     """The figures of each cardinality, flat, for `tally bench`."""
     out = {}
     for k in keys:
-        figures = run(settings, k, events)
+        figures = run(settings, k, events, settle_s=settle_s)
         out |= {f"catchup_{k}_{name}": v for name, v in figures.items() if name != "keys_per_minute"}
     return out
 

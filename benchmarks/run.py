@@ -70,7 +70,9 @@ def main() -> None:
             drain_timeout_s=60 if smoke else 600,
             keys=args.keys,
         ),
-        "catchup": lambda: catchup.sweep(s, [32] if smoke else args.catchup_keys, 20_000 if smoke else 5_000_000),
+        "catchup": lambda: catchup.sweep(
+            s, [32] if smoke else args.catchup_keys, 20_000 if smoke else 5_000_000, settle_s=0 if smoke else 600
+        ),
         "freshness": lambda: freshness.run(
             s, 5 if smoke else 100, load_rate=2000 if smoke else 20_000, keys=100 if smoke else 10_000
         ),
