@@ -25,23 +25,13 @@ class StoreUnavailable(Exception):
     `PostgreSQL at postgres.tally.svc:5432: Connection refused`."""
 
     @classmethod
-    def of(cls, store: str, port: int, error: BaseException, host: str | None = None) -> StoreUnavailable:
-        """From a driver's exception: its first line, without the address the message repeats.
-        `host`: the one asked; unset, the store's configured host (_configured_host)."""
+    def of(cls, store: str, host: str, port: int, error: BaseException) -> StoreUnavailable:
+        """From a driver's exception: its first line, without the address the message repeats."""
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reason = lines[0] if lines else type(error).__name__
         for marker in ("Last error: ", "failed: "):  # Cassandra's and libpq's wording
             reason = reason.rsplit(marker, 1)[-1]
-        return cls(f"{store} at {host or _configured_host(store)}:{port}: {reason}")
-
-
-def _configured_host(store: str) -> str:
-    """The store's host as the environment's settings give it, for a caller that passes only the
-    port: the message must name the host a person would go and look at, not assume loopback."""
-    from tally.settings import get_settings
-
-    settings = get_settings()
-    return settings.pg_host if store == "PostgreSQL" else ",".join(settings.cassandra_hosts)
+        return cls(f"{store} at {host}:{port}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def event_types_in_rollups(settings: Settings, start: datetime, end: datetime, m
         with psycopg.connect(settings.pg_dsn, connect_timeout=5) as conn:
             return [t for (t,) in conn.execute(_TYPES, (start, end, most))]
     except psycopg.OperationalError as e:
-        raise StoreUnavailable.of("PostgreSQL", settings.pg_port, e, host=settings.pg_host) from e
+        raise StoreUnavailable.of("PostgreSQL", settings.pg_host, settings.pg_port, e) from e
 
 
 def read_sample(
@@ -65,7 +65,7 @@ def read_sample(
         cluster.shutdown()
         first = next(iter(e.errors.values()), e)
         raise StoreUnavailable.of(
-            "Cassandra", settings.cassandra_port, first, host=",".join(settings.cassandra_hosts)
+            "Cassandra", ",".join(settings.cassandra_hosts), settings.cassandra_port, first
         ) from e
     try:
         select = session.prepare(_SELECT)

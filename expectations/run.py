@@ -44,7 +44,7 @@ def validate_rollups(settings: Settings, start: datetime, end: datetime, topic: 
             name="tally_postgres", connection_string=url, create_temp_table=True
         )
     except TestConnectionError as e:  # GX tries the connection here; it answered a moment ago
-        raise StoreUnavailable.of("PostgreSQL", settings.pg_port, e, host=settings.pg_host) from e
+        raise StoreUnavailable.of("PostgreSQL", settings.pg_host, settings.pg_port, e) from e
     query = rollup_suite.rows_query(settings, start, end, topic or settings.events_topic, has_hll)
     batch = source.add_query_asset(name="rollup_rows", query=query).add_batch_definition_whole_table("window")
     try:
@@ -116,4 +116,4 @@ def _postgres_has_hll(settings: Settings) -> bool:
         with psycopg.connect(settings.pg_dsn, connect_timeout=5) as conn:
             return conn.execute("select exists (select 1 from pg_extension where extname = 'hll')").fetchone()[0]
     except psycopg.OperationalError as e:
-        raise StoreUnavailable.of("PostgreSQL", settings.pg_port, e, host=settings.pg_host) from e
+        raise StoreUnavailable.of("PostgreSQL", settings.pg_host, settings.pg_port, e) from e
