@@ -69,6 +69,9 @@ async function loadMetrics() {
 async function refreshChart() {
   const [from, to] = range();
   const metric = $("metric").value;
+  // The axis is named after the metric asked for, not the one selected when the answer arrives: an
+  // answer to an earlier choice would otherwise be drawn under the new metric's name.
+  const label = $("metric").selectedOptions[0]?.text || metric;
   const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), metrics: metric });
   if ($("granularity").value) p.set("granularity", $("granularity").value);
   if ($("group").value) p.set("group_by", $("group").value);
@@ -78,10 +81,10 @@ async function refreshChart() {
   if (seq < shown.chart) return;
   shown.chart = seq;
   $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
-  draw(body, metric, from, to);
+  draw(body, metric, label, from, to);
 }
 
-function draw(body, metric, from, to) {
+function draw(body, metric, label, from, to) {
   const times = [...new Set(body.series.flatMap((s) => s.points.map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
   const index = new Map(times.map((t, i) => [t, i]));
   const data = [times];
@@ -90,15 +93,14 @@ function draw(body, metric, from, to) {
     const ys = new Array(times.length).fill(null);
     s.points.forEach((p) => { ys[index.get(Date.parse(p.t) / 1000)] = p[metric]; });
     data.push(ys);
-    const label = Object.values(s.group).join(" / ") || "all";
-    series.push({ label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, points: { show: times.length < 60 } });
+    series.push({ label: Object.values(s.group).join(" / ") || "all", stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, points: { show: times.length < 60 } });
   });
   const opts = {
     width: Math.max(400, $("chart").clientWidth),
     height: 320,
     series,
     scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
-    axes: [{}, { label: $("metric").selectedOptions[0]?.text || metric }],
+    axes: [{}, { label }],
   };
   if (plot) plot.destroy();
   plot = new uPlot(opts, data, $("chart"));
