@@ -4,6 +4,13 @@ For each batch, in order: restore the partition (first batch only), cut the batc
 ended before a crash, take its events in (split, decode, quarantine what no store may hold,
 drop copies, aggregate), and decide whether a flush is due. Everything refused on the way goes
 to the flush's dead-letter list with its position and reason: nothing is dropped silently.
+
+While a partition drains a backlog, most flushes do not commit: they carry raw events and dead
+letters, and dedup remembers where they end; rollup rows and the offset are committed every
+`commit_interval` seconds, so an open cell is written once per commit, not once per flush. A
+restart resumes at the last commit and replays the flushes after it, cut at the same ends: raw
+rows are rewritten identically, dedup keeps the ids it meets at their own positions again, and
+the cells are re-aggregated from the state committed with that offset.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from tally.events.schema import Event
 from tally.flush import LINE_BITS, Flush, RawBatch, position, seconds_of
 
 MAX_LINES = 1 << LINE_BITS  # events a message can hold and still give each a distinct position
+# Flushes between two commits at most: dedup keeps the ends of the last 16 (tally.dedup), and a
+# replay must find every end after the committed offset to cut its flushes there again.
+MAX_PARTIALS = 8
 
 
 @dataclass
@@ -43,6 +53,12 @@ class PartitionState:
     carry: KafkaBatch | None = None
     # Positions a store refused before the restart (dataflows.commit_sink): dead-lettered on sight.
     refused: dict[int, str] = field(default_factory=dict)
+    committed: bool = False  # an offset of this partition is in PostgreSQL (restored or written)
+    last_commit: float = field(default_factory=time.monotonic)
+    partials: int = 0  # flushes since the last commit
+    # Every flush commits up to this offset (the one ending there too): PostgreSQL refused a commit
+    # whose rows held events of earlier flushes, which the sink can then not name (dataflows.commit_sink).
+    whole_until: int = 0
 
 
 @dataclass
@@ -79,6 +95,7 @@ class Aggregate:
         dedup: tuple[Path, int] | None = None,
         backlog: tuple[int, float] | None = None,
         max_events: int | None = None,
+        commit_interval: float | None = None,
     ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
@@ -91,6 +108,9 @@ class Aggregate:
         # None: flush_interval_s always
         self.backlog = backlog
         self.max_events = max_events  # a flush once a partition holds this many events; None: no bound
+        # Seconds between commits while draining a backlog (see the module's doc); None: every
+        # flush commits. Needs dedup, whose flush ends make the replay cut flushes where they fell.
+        self.commit_interval = commit_interval if dedup and backlog else None
 
     def __call__(self, state: PartitionState | None, batch: KafkaBatch) -> tuple[PartitionState, Flush | None]:
         if state is None:
@@ -119,6 +139,10 @@ class Aggregate:
             fresh = restore is not None and restore.fresh
             seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
         state = PartitionState(agg, seen, last_flush=self.clock(), refused=dict(restore.refused) if restore else {})
+        state.last_commit = state.last_flush
+        if restore is not None:
+            state.committed = not restore.fresh
+            state.whole_until = restore.whole_until
         if seen is not None and restore is not None and restore.offset is not None:
             state.replay_ends = seen.flush_ends(restore.offset)
         return state
@@ -216,23 +240,44 @@ class Aggregate:
             return True
         if self.clock() - state.last_flush < self._interval(state):
             return False
-        return state.pending or any(state.agg.is_closed(k[0]) for k in state.agg.open)
+        if state.pending:
+            return True
+        # Nothing new: due only to commit what earlier flushes left uncommitted, or cells that closed.
+        return bool(state.partials or any(state.agg.is_closed(k[0]) for k in state.agg.open)) and self._commits(state)
 
     def _interval(self, state: PartitionState) -> float:
         if self.backlog is not None and state.lag >= self.backlog[0]:
             return self.backlog[1]
         return self.flush_interval_s
 
+    def _commits(self, state: PartitionState) -> bool:
+        """Whether this flush commits rows and offset, or only writes raw events between commits."""
+        if self.commit_interval is None or not state.committed or state.next_offset <= state.whole_until:
+            return True
+        if state.lag < self.backlog[0] or state.partials >= MAX_PARTIALS:
+            return True
+        if self.max_events is not None and len(state.agg.late) >= self.max_events:
+            return True  # late events wait for the commit in memory: bounded like raw events
+        return self.clock() - state.last_commit >= self.commit_interval
+
     def _flush(self, state: PartitionState, partition: int) -> Flush:
         if state.seen is not None:
             # Before the sink writes anything of this flush: the ids it counts, and where it ends.
             state.seen.commit(state.agg.watermark, state.next_offset)
-        flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
-        metrics.OPEN_CELLS.labels(str(partition)).set(len(state.agg.open) + len(state.agg.hours))
+        now = self.clock()
+        if self._commits(state):
+            flush = state.agg.flush(state.next_offset, state.raw, state.invalid)
+            flush.partials = state.partials
+            state.committed, state.partials, state.last_commit = True, 0, now
+            metrics.OPEN_CELLS.labels(str(partition)).set(len(state.agg.open) + len(state.agg.hours))
+        else:
+            watermark = state.agg.watermark
+            flush = Flush(partition, state.next_offset, watermark, [], state.raw, [], state.invalid, commit=False)
+            state.partials += 1
         state.invalid = []
         state.raw = RawBatch()
         state.pending = False
-        state.last_flush = self.clock()
+        state.last_flush = now
         return flush
 
 

@@ -6,7 +6,8 @@
 
 A crash before 3 replays the batch from the old offset and rewrites 1-2 (at worst a DLQ/late
 record twice, each carrying its source offset); a crash after 3 resumes after it. Rollups are
-therefore exactly once.
+therefore exactly once. A flush between commits (while a backlog drains, dataflows.aggregate)
+stops after 2; the replay after a crash rewrites it the same way.
 
 A store that fails is either down (connection lost, timeout, overload: retried with back-off,
 holding the dataflow back, nothing new read, memory bounded) or refusing what some events hold
@@ -70,7 +71,8 @@ class CommitPartition(StatelessSinkPartition[Flush]):
             t0 = time.perf_counter()
             self._stage("kafka", flush, self._side_topics)
             self._stage("cassandra", flush, lambda f: self.raw.write(f.raw, shard=f.partition))
-            self._stage("postgres", flush, self._commit)
+            if flush.commit:
+                self._stage("postgres", flush, self._commit)
             self._observe(flush, time.perf_counter() - t0)
 
     def _stage(self, store: str, flush: Flush, write) -> None:
@@ -100,6 +102,8 @@ class CommitPartition(StatelessSinkPartition[Flush]):
             return error.positions
         if store != "postgres" or not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
             return {}
+        if flush.partials:
+            self._commit_every_flush_and_restart(flush, error)
         try:
             rows, late = rollup_store.refused_parts(self._connection(), self.settings.events_topic, flush)
         except psycopg.Error:
@@ -139,6 +143,22 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         with rollup_store.connect(self.settings, autocommit=True) as conn:
             refused.record(conn, self.settings.events_topic, flush.partition, positions)
         raise RefusedEvents(f"partition {flush.partition}: {len(positions)} events refused by {store}")
+
+    def _commit_every_flush_and_restart(self, flush: Flush, error: Exception) -> None:
+        """PostgreSQL refused a commit whose rows also hold events of the flushes before it, whose
+        raw events this one does not carry: which events it refused cannot be told here. Replayed
+        with every flush committing, the refusal comes back in a flush that carries them."""
+        log.error(
+            "partition %d: PostgreSQL refused a commit covering %d earlier flushes (%s); restarting with"
+            " every flush committing up to offset %d, so the refused events can be found",
+            flush.partition,
+            flush.partials,
+            error,
+            flush.next_offset,
+        )
+        with rollup_store.connect(self.settings, autocommit=True) as conn:
+            rollup_store.commit_every_flush_until(conn, self.settings.events_topic, flush.partition, flush.next_offset)
+        raise RefusedEvents(f"partition {flush.partition}: PostgreSQL refused a commit of {flush.partials + 1} flushes")
 
     def _connection(self) -> psycopg.Connection:
         if self.pg.closed:
@@ -195,7 +215,9 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         kinds = Counter(metrics.dead_letter_kind(reason) for _pos, _value, reason in flush.invalid)
         for kind, n in kinds.items():
             metrics.DEAD_LETTERS.labels(p, kind).inc(n)
-        metrics.COMMITTED.labels(p).set(flush.next_offset)
+        metrics.FLUSHES.labels(p, "commit" if flush.commit else "raw").inc()
+        if flush.commit:
+            metrics.COMMITTED.labels(p).set(flush.next_offset)
         if flush.watermark is not None:
             metrics.WATERMARK.labels(p).set(flush.watermark)
 

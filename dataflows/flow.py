@@ -53,6 +53,7 @@ def get_flow(
         else None,
         backlog=(settings.backlog_messages, settings.backlog_flush_interval_s),
         max_events=settings.flush_max_events,
+        commit_interval=settings.backlog_commit_interval_s or None,
     )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)

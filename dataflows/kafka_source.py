@@ -28,6 +28,8 @@ class Restore:
     # Positions past the offset that a store refused before the restart, with the reason: the
     # aggregate step dead-letters them instead of taking them in again (dataflows.commit_sink).
     refused: dict[int, str] = field(default_factory=dict)
+    # Every flush commits until this offset (rollup_store.whole_until): 0 when none is recorded.
+    whole_until: int = 0
 
 
 @dataclass
@@ -83,6 +85,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             next_offset, watermark, cells = rollup_store.load_partition(conn, self.topic, partition, lateness)
             # A partition starting afresh (topic recreated, rollups wiped) may reuse old positions.
             refused_here = refused.load(conn, self.topic, partition, next_offset) if next_offset is not None else {}
+            whole_until = rollup_store.whole_until(conn, self.topic, partition)
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])
@@ -91,7 +94,7 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
             low, _high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
             next_offset = low
         self.next_offset = next_offset
-        self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset, refused_here)
+        self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset, refused_here, whole_until)
         self._checked = 0.0
         self._last_lag = 0
 

@@ -42,6 +42,12 @@ ROWS_LEFT_OUT = Counter(
     "Rollup rows PostgreSQL refused that hold no event of their flush, so none could be dead-lettered",
     ["partition"],
 )
+FLUSHES = Counter(
+    "tally_dataflow_flushes_total",
+    "Flushes written, by kind: commit (rollups and offset) or raw (raw events only, between commits"
+    " while a backlog drains)",
+    ["partition", "kind"],
+)
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
 OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open minute and hour cells held in memory", ["partition"])

@@ -75,3 +75,8 @@ class Flush:
     # Stream position of each late event (parallel to `late`; empty when the caller gave none): the
     # correction step tells a late event's own raw copy from an earlier one by it.
     late_positions: list[int] = field(default_factory=list)
+    # False: a flush between commits while a backlog drains (dataflows.aggregate): raw events and dead
+    # letters only, no rows, and the offset does not move. A committing flush counts in `partials`
+    # the flushes before it whose raw events it does not carry although its rows include them.
+    commit: bool = True
+    partials: int = 0

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # flush_max_events events, which bounds the dataflow's memory (~300 bytes an event held).
     backlog_flush_interval_s: float = 5.0
     backlog_messages: int = 200
+    # ... and only every this many seconds does such a flush commit rollups and the offset: the
+    # flushes between write raw events and dead letters and remember their ends (tally.dedup), and
+    # a restart re-aggregates from the last commit. A cell is then written once per commit instead
+    # of once per flush. Back at the head every flush commits. 0: every flush commits.
+    backlog_commit_interval_s: float = 30.0
     flush_max_events: int = 200_000
     # An event up to this far behind the watermark still updates its bucket; later ones are late.
     allowed_lateness_s: int = 300

@@ -73,6 +73,10 @@ create table if not exists stream_offsets (
     updated_at timestamptz not null default now(),
     primary key (topic, kafka_partition)
 );
+-- Up to this offset every flush of the partition commits, none only writes raw events between
+-- commits: set when PostgreSQL refused a commit whose rows held events of such earlier flushes,
+-- so that the replay meets the refusal in a flush that carries the events (dataflows.commit_sink).
+alter table stream_offsets add column if not exists whole_until bigint;
 
 -- Stream positions whose events a store refused for their content (a value it cannot hold, that
 -- ingest did not catch): recorded by the dataflow before it restarts, then dead-lettered with the

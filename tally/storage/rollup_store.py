@@ -184,6 +184,22 @@ def _late_params(flush: Flush) -> list[tuple]:
     ]
 
 
+def whole_until(conn: psycopg.Connection, topic: str, partition: int) -> int:
+    """The offset up to which every flush of the partition commits (0: none recorded)."""
+    row = conn.execute(
+        "select whole_until from stream_offsets where topic = %s and kafka_partition = %s", (topic, partition)
+    ).fetchone()
+    return row[0] if row is not None and row[0] is not None else 0
+
+
+def commit_every_flush_until(conn: psycopg.Connection, topic: str, partition: int, offset: int) -> None:
+    conn.execute(
+        "update stream_offsets set whole_until = greatest(coalesce(whole_until, 0), %s)"
+        " where topic = %s and kafka_partition = %s",
+        (offset, topic, partition),
+    )
+
+
 def load_partition(
     conn: psycopg.Connection, topic: str, partition: int, allowed_lateness_s: int
 ) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:

@@ -16,7 +16,7 @@ from tally.stack.kafka import topic_config
 
 
 @contextlib.contextmanager
-def own_pipeline(stack: Settings, name: str = "faults") -> Iterator[Settings]:
+def own_pipeline(stack: Settings, name: str = "faults", **overrides) -> Iterator[Settings]:
     topic = f"events.{name}.{uuid.uuid4().hex[:6]}"
     settings = stack.model_copy(
         update={
@@ -28,6 +28,7 @@ def own_pipeline(stack: Settings, name: str = "faults") -> Iterator[Settings]:
             "dataflow_metrics_port": stack.dataflow_metrics_port + 100,
             # Its event time is in the past: a caught-up partition must not jump to the wall clock.
             "idle_lag_s": 10**9,
+            **overrides,
         }
     )
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})

@@ -13,15 +13,25 @@ import time
 
 import pytest
 
+from tally.stack import runner
 from tests.faults.ledger import Run
 from tests.faults.pipeline import own_pipeline
 
 EVENTS = int(os.environ.get("TALLY_FAULT_EVENTS", "1000000"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pipeline(stack):
-    with own_pipeline(stack, "kill") as settings:
+    # Behind from the first unread message, flushing every 0.5 s or 20,000 events and committing
+    # every 5 s or 8 flushes: kills land after flushes that wrote raw events and no rows
+    # (dataflows.aggregate), whose events the restarted process must aggregate again, exactly once.
+    overrides = {
+        "backlog_messages": 1,
+        "backlog_flush_interval_s": 0.5,
+        "backlog_commit_interval_s": 5.0,
+        "flush_max_events": 20_000,
+    }
+    with own_pipeline(stack, "kill", **overrides) as settings:
         yield settings
 
 
@@ -51,3 +61,29 @@ def test_kill_9_during_a_million_events_loses_and_doubles_nothing(pipeline):
     figures = run.check_everything()
     assert figures["accepted"] == EVENTS + run.framing
     print(f"\nkill -9: {EVENTS:,} events + {run.copies:,} copies, {kills} kills: {figures}")
+
+
+def test_kill_9_while_a_backlog_drains_loses_and_doubles_nothing(pipeline):
+    # The dataflow stopped while a million events are accepted, then killed again and again while
+    # it drains them: between its commits, every 5 s, it has flushed raw events whose rows only
+    # the next commit would have written.
+    run = Run(pipeline, EVENTS, rate=10**9, spread_s=10, late=0.01)
+    run.open()
+    runner.down(pipeline, ["dataflow"])
+    run.start_sending()
+    run.join()
+    assert all(r.ok for r in runner.up(pipeline, ["dataflow"]))
+    rng = random.Random(8)
+    kills = 0
+    while kills < 6:
+        time.sleep(rng.uniform(2, 5))
+        try:
+            os.kill(rng.choice(dataflow_pids(pipeline)), signal.SIGKILL)
+            kills += 1
+        except (ProcessLookupError, IndexError):
+            pass
+    run.close()
+    assert run.refused == 0
+    figures = run.check_everything()
+    assert figures["accepted"] == EVENTS + run.framing
+    print(f"\nkill -9 draining a backlog: {EVENTS:,} events + {run.copies:,} copies, {kills} kills: {figures}")

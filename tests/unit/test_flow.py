@@ -239,3 +239,64 @@ def test_a_partition_holding_max_events_flushes_before_its_interval():
     assert flush is None
     state, flush = step(state, KafkaBatch(0, [message(2, 2)], [2], 3))
     assert flush is not None and len(flush.raw) == 3 and flush.next_offset == 3
+
+
+def test_while_a_backlog_drains_flushes_between_commits_carry_raw_events_only(tmp_path):
+    now = [0.0]
+    step = Aggregate(
+        120, 1.0, clock=lambda: now[0], dedup=(tmp_path / "dedup", 3600), backlog=(100, 2.0), commit_interval=6.0
+    )
+    state, kinds, written = None, [], []
+    # 2 s between batches: a flush at every batch but the first; 500..120 messages left, then none.
+    lags = [500, 450, 400, 350, 300, 250, 200, 150, 120, 0, 0]
+    for i, lag in enumerate(lags):
+        now[0] += 2.0
+        restore = Restore(None, {}, fresh=True, offset=0) if i == 0 else None
+        state, flush = step(state, KafkaBatch(0, [message(i, 30 + i)], [i], i + 1, restore, lag=lag))
+        kinds.append(None if flush is None else flush.commit)
+        written.append(0 if flush is None else len(flush.raw))
+        if flush is not None and not flush.commit:
+            assert flush.rows == [] and flush.late == []
+    # The first flush commits (nothing was ever committed), then one in three, 6 s apart, while
+    # behind, and every flush at the head. Raw events go out with every flush.
+    assert kinds == [None, True, False, False, True, False, False, True, False, True, True]
+    assert written == [0, 2] + [1] * 9
+    state.seen.close()
+
+
+def test_a_commit_writes_each_cell_once_with_everything_the_flushes_before_it_took(tmp_path):
+    now = [0.0]
+    step = Aggregate(
+        120, 1.0, clock=lambda: now[0], dedup=(tmp_path / "dedup", 3600), backlog=(100, 2.0), commit_interval=60.0
+    )
+    state, flushes = None, []
+    for i in range(6):
+        now[0] += 2.0
+        restore = Restore(None, {}, fresh=True, offset=0) if i == 0 else None
+        state, flush = step(state, KafkaBatch(0, [message(i, 10)], [i], i + 1, restore, lag=1000))
+        flushes.append(None if flush is None else flush.commit)
+    assert flushes == [None, True, False, False, False, False]
+    # Caught up with nothing new to read: the next flush commits what the four before it took,
+    # the cell once, with all six events.
+    now[0] += 2.0
+    state, flush = step(state, KafkaBatch(0, [], [], 6, lag=0))
+    assert flush.commit and flush.partials == 4 and flush.next_offset == 6 and len(flush.raw) == 0
+    assert [(r.bucket - int(T0.timestamp()), r.acc.count) for r in flush.rows] == [(0, 6)]
+    now[0] += 2.0
+    assert step(state, KafkaBatch(0, [], [], 6, lag=0))[1] is None  # nothing left to commit
+    state.seen.close()
+
+
+def test_up_to_the_offset_a_refused_commit_ended_at_every_flush_commits(tmp_path):
+    now = [0.0]
+    step = Aggregate(
+        120, 1.0, clock=lambda: now[0], dedup=(tmp_path / "dedup", 3600), backlog=(100, 2.0), commit_interval=60.0
+    )
+    state, kinds = None, []
+    for i in range(6):
+        now[0] += 2.0
+        restore = Restore(None, {}, offset=0, whole_until=4) if i == 0 else None
+        state, flush = step(state, KafkaBatch(0, [message(i, 10)], [i], i + 1, restore, lag=1000))
+        kinds.append(None if flush is None else flush.commit)
+    assert kinds == [None, True, True, True, False, False]  # ending at 2, 3 and 4 they commit; at 5, 6 need not
+    state.seen.close()
