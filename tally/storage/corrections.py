@@ -31,7 +31,7 @@ from datetime import datetime
 
 import psycopg
 
-from tally.cells import BUCKET_S, HOUR_S, Acc, RollupRow, hour_of
+from tally.cells import HOUR_S, Acc, RollupRow, hour_of
 from tally.settings import Settings
 from tally.storage import late_copies, rollup_store
 
@@ -161,11 +161,12 @@ def _late_cells(rows: list[tuple], duplicates: set[str]) -> dict[tuple, Acc]:
 
 def _add_cells(conn: psycopg.Connection, cells: dict[tuple, Acc]) -> None:
     hours: dict[tuple, Acc] = defaultdict(Acc)
+    rows = []
     for (minute, event_type, source, partition), late in cells.items():
-        _add(conn, BUCKET_S, minute, event_type, source, partition, late)
+        rows.append(RollupRow(minute, event_type, source, partition, late, True))
         hours[(hour_of(minute), event_type, source, partition)].merge(late)
-    for (hour, event_type, source, partition), late in hours.items():
-        _add(conn, HOUR_S, hour, event_type, source, partition, late)
+    rows += [RollupRow(h, et, src, p, late, True, HOUR_S) for (h, et, src, p), late in hours.items()]
+    rollup_store.add_rows(conn, rows)
 
 
 def _mark_folded(conn: psycopg.Connection, rows: list[tuple], decisions: late_copies.Decisions) -> None:
@@ -184,9 +185,3 @@ def _mark_folded(conn: psycopg.Connection, rows: list[tuple], decisions: late_co
 def _second(timestamp: str) -> int:
     """Whole epoch second of an event time as the ledger stores it (ISO 8601), as raw chunks use."""
     return int(datetime.fromisoformat(timestamp).timestamp() // 1)
-
-
-def _add(conn: psycopg.Connection, width: int, bucket: int, event_type: str, source: str, partition: int, late: Acc):
-    acc = rollup_store.read_row(conn, width, bucket, event_type, source, partition) or Acc()
-    acc.merge(late)
-    rollup_store.upsert_row(conn, RollupRow(bucket, event_type, source, partition, acc, True, width))

@@ -1,5 +1,6 @@
 """Rollup rows in PostgreSQL/TimescaleDB: a flush written with its offset, a partition read back,
-one row read or upserted (the correction step), and which parts of a flush the database refuses."""
+one row upserted, cells added to closed rows (the correction step, backfills), and which parts of
+a flush the database refuses."""
 
 from __future__ import annotations
 
@@ -42,10 +43,13 @@ _UPSERT = f"""
 insert into {{table}} ({_COLUMNS}, updated_at) values ({", ".join(["%s"] * 11)}, now())
 on conflict (event_type, source, bucket, kafka_partition) do update set {_SET}
 """
-_READ = f"""
-select {VALUES} from {{table}}
-where event_type = %s and source = %s and bucket = %s and kafka_partition = %s
-for update
+# The rows of the staged keys, locked in key order: two writers adding to the same rows wait for
+# each other (neither's addition is lost) and cannot deadlock.
+_LOCK_STAGED = f"""
+select r.bucket, r.event_type, r.source, r.kafka_partition, {", ".join("r." + c.strip() for c in VALUES.split(","))}
+from {{table}} r join flush_rows f using (bucket, event_type, source, kafka_partition)
+order by r.event_type, r.source, r.bucket, r.kafka_partition
+for update of r
 """
 
 _LATE = """
@@ -101,11 +105,32 @@ def row_params(r: RollupRow) -> tuple:
     )
 
 
-def read_row(conn: psycopg.Connection, width: int, bucket: int, event_type: str, source: str, partition: int):
-    """One cell's row, locked for the rest of the transaction; None if there is none."""
-    at = datetime.fromtimestamp(bucket, UTC)
-    found = conn.execute(_READ.format(table=TABLES[width]), (event_type, source, at, partition)).fetchone()
-    return None if found is None else acc_of(*found)
+def add_rows(conn: psycopg.Connection, rows: list[RollupRow]) -> None:
+    """Add each row's cell to what its row holds (or write it, if there is none), inside the
+    caller's transaction. For buckets the stream has closed and never writes again: the correction
+    step's late events and backfills. What is there comes first in each sum, as the stream would
+    have added the newcomers after it."""
+    by_width: dict[int, list[RollupRow]] = {}
+    for r in rows:
+        by_width.setdefault(r.width, []).append(r)
+    with conn.cursor() as cur:
+        if by_width:
+            cur.execute(_STAGE)
+        for width, group in by_width.items():
+            table = TABLES[width]
+            cur.execute("truncate flush_rows")
+            stage_rows(cur, [row_params(r) for r in group])
+            held = {(b, et, src, p): acc_of(*v) for b, et, src, p, *v in cur.execute(_LOCK_STAGED.format(table=table))}
+            merged = []
+            for r in group:
+                acc = held.get((r.bucket_time, r.event_type, r.source, r.partition))
+                if acc is not None:
+                    acc.merge(r.acc)
+                    r = RollupRow(r.bucket, r.event_type, r.source, r.partition, acc, r.final, r.width)
+                merged.append(row_params(r))
+            cur.execute("truncate flush_rows")
+            stage_rows(cur, merged)
+            cur.execute(_MERGE.format(table=table))
 
 
 def upsert_row(conn: psycopg.Connection, row: RollupRow) -> None:
