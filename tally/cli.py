@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from tally.backfill.command import backfill as backfill_command
 from tally.settings import get_settings
 from tally.stack import runner
 from tally.stack.service import StackError
@@ -171,6 +172,9 @@ def correct() -> None:
         total += folded.events
         duplicates += folded.duplicates
     typer.echo(f"folded {total} late events into the rollups; {duplicates} were copies of events counted before")
+
+
+app.command("backfill")(backfill_command)
 
 
 @app.command(

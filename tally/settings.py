@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     # cell); measured: a 10,000-key catch-up 58 K -> 64 K events/s.
     backlog_consume_batch: int = 400
 
+    # Backfill (tally.backfill): rows read, validated and committed together; a rerun redoes at most
+    # the chunk it stopped in. And at most this many rows a second (0: as fast as it goes), so a
+    # backfill leaves the live stream its share of the machine.
+    backfill_chunk_rows: int = Field(50_000, ge=1, le=1 << 20)
+    backfill_max_events_per_s: float = Field(0.0, ge=0)
+    # Where the orchestrator's daily backfill finds a day of history: files under this directory
+    # named by the day (DIR/2026-11-30/*, DIR/*2026-11-30*), or this query over a legacy PostgreSQL
+    # database with the day's bounds as %(start)s and %(end)s. Days before backfill_start_date are
+    # not offered as partitions.
+    backfill_dir: Path | None = None
+    backfill_dsn: str | None = None
+    backfill_query: str | None = None
+    backfill_start_date: str = "2026-01-01"
+
     prometheus_port: int = 9090
     # Where Prometheus finds Tally's own processes (they serve /metrics).
     api_port: int = 8000

@@ -99,6 +99,36 @@ create table if not exists rollup_revision (
 );
 insert into rollup_revision values (true, 0) on conflict do nothing;
 
+-- Backfills (tally.backfill): a run per input (its identity: the files as they are, or the query),
+-- its chunks committed in the transaction that adds their rollups (so a rerun skips them), and the
+-- rows it rejected with the reason.
+create table if not exists backfill_runs (
+    run_id serial primary key,
+    identity text not null unique,
+    label text not null,
+    chunk_rows integer not null,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz
+);
+create table if not exists backfill_chunks (
+    run_id integer not null references backfill_runs,
+    chunk integer not null,
+    rows_read integer not null,
+    stored integer not null,  -- added here, in hours the stream had closed
+    via_stream integer not null,  -- handed to Kafka, for hours it had not
+    duplicates integer not null,
+    rejected integer not null,
+    committed_at timestamptz not null default now(),
+    primary key (run_id, chunk)
+);
+create table if not exists backfill_rejects (
+    run_id integer not null references backfill_runs,
+    row_no bigint not null,  -- 0-based over the run's inputs, in the order given
+    field text,
+    reason text not null,
+    primary key (run_id, row_no)
+);
+
 do $$
 begin
     if exists (select 1 from pg_extension where extname = 'timescaledb') then

@@ -1,0 +1,1 @@
+"""Backfill: history loaded through the stream's own code (tally.backfill.importer)."""
