@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import catchup, end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
+from benchmarks import backfill, catchup, end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
 from benchmarks.common import RESULTS
 from tally.settings import get_settings
 
@@ -34,6 +34,8 @@ TARGETS = {
     "replay_events_per_s_2_processes": ">= 500,000 (the machine, as the dataflow runs)",
     "replay_peak_rss_mib": "<= 1024 at 1 M keys/day",
     "dedup_disk_mib_per_million_ids": "(to state; an hour at 10 B/day is 417 M ids)",
+    "backfill_1p_events_per_s": ">= 250,000 (10,000 keys a minute, exact, the stream idle)",
+    "backfill_beside_live_freshness_p99_s": "(to state: 5,000 events/s of live traffic beside it)",
 }
 
 
@@ -55,7 +57,9 @@ def main() -> None:
         default=[32, 1_000, 10_000, 100_000],
         help="catch-up: the cardinality sweep, keys a minute",
     )
-    ap.add_argument("--only", nargs="*", help="ingest kafka e2e catchup freshness queries metrics idle replay dedup")
+    ap.add_argument(
+        "--only", nargs="*", help="ingest kafka e2e catchup freshness queries metrics idle replay dedup backfill"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     s = get_settings()
@@ -86,6 +90,9 @@ def main() -> None:
         ),
         "metrics": lambda: named_metrics.run(s, None, 3 if smoke else 25, 3 if smoke else 40),
         "idle": lambda: idle.run(s, 10 if smoke else 300),
+        "backfill": lambda: backfill.run(
+            s, 20_000 if smoke else 2_000_000, 100 if smoke else 10_000, beside_live=not smoke
+        ),
         "replay": None,  # run in a child process below
         "dedup": None,  # likewise
     }

@@ -37,6 +37,8 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "dedup_disk_mib_per_million_ids",
         "idle_dagster_rss_mib",
         "catchup_32_events_per_s",
+        "backfill_1p_events_per_s",
+        "backfill_2p_events_per_s",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert figures["e2e_exact"] is True  # every (minute, type, source) cell, not only the total
@@ -44,4 +46,6 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
     assert figures["e2e_counted"] == figures["e2e_accepted"] > 0
     # The catch-up stopped the dataflow, filled Kafka, started it again and read every cell back.
     assert figures["catchup_32_exact"] is True and figures["catchup_32_cells"] >= 32
+    # Every backfilled event was stored once and counted in its cell, by one process and by two.
+    assert figures["backfill_1p_exact"] is True and figures["backfill_2p_exact"] is True
     assert "e2e_events_per_s" in r.stdout  # the table is printed
