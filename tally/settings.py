@@ -122,10 +122,12 @@ class Settings(BaseSettings):
     # cell); measured: a 10,000-key catch-up 58 K -> 64 K events/s.
     backlog_consume_batch: int = 400
 
-    # Backfill (tally.backfill): rows read, validated and committed together; a rerun redoes at most
-    # the chunk it stopped in. And at most this many rows a second (0: as fast as it goes), so a
-    # backfill leaves the live stream its share of the machine.
+    # Backfill (tally.backfill): rows read and validated together, each chunk a ledger row; their
+    # rollups and ledger rows commit together once this many rows are read (a cell of a busy
+    # minute is then written once a commit, not once a chunk), so a rerun redoes at most those.
     backfill_chunk_rows: int = Field(50_000, ge=1, le=1 << 20)
+    backfill_commit_rows: int = Field(500_000, ge=1)
+    # At most this many rows a second (0: as fast as it goes): the live stream keeps its share.
     backfill_max_events_per_s: float = Field(0.0, ge=0)
     # Where the orchestrator's daily backfill finds a day of history: files under this directory
     # named by the day (DIR/2026-11-30/*, DIR/*2026-11-30*), or this query over a legacy PostgreSQL

@@ -12,10 +12,11 @@ Rows are read in chunks (tally.backfill.sources) and each chunk is:
    written by the stream's writer (tally.storage.raw_writer), its minute and hour rows added to in
    PostgreSQL. Any other event goes to Kafka like an ingested one: the stream aggregates it (or
    ledgers it late for the correction step) and its dedup store sees it;
-4. committed: the rollup additions and the chunk's ledger row in one transaction
-   (tally.backfill.ledger), after its raw events are in Cassandra and its stream events in Kafka.
+4. committed, a few chunks together (`backfill_commit_rows`): their raw events written, then their
+   rollup additions and ledger rows in one transaction (tally.backfill.ledger). Stream events are
+   in Kafka before their chunk is counted.
 
-A crash anywhere redoes at most the chunk it was in: raw rows are rewritten under the same keys
+A crash anywhere redoes at most the chunks since the last commit: raw rows are rewritten under the same keys
 (their positions name the run, chunk and row), rollups were not added, Kafka copies are caught by
 the stream's dedup. A second run of the same input finds every chunk committed and changes nothing.
 """
@@ -39,6 +40,7 @@ from tally.events.decode import decode_messages
 from tally.events.schema import encode_event
 from tally.flush import RawBatch, seconds_of
 from tally.producer import group_messages, partition_of
+from tally.runtime import tune_gc
 from tally.settings import Settings
 from tally.storage import raw_events, raw_writer, rollup_store
 
@@ -74,6 +76,13 @@ class Backfill:
         self.stored = stored_ids.StoredIds(session, self.run.run_id)
         self.seen: set[str] = set()
         self._producer = None
+        # What the chunks read since the last commit add up to: open cells and raw events per
+        # partition, and each chunk's ledger row.
+        self._cells: dict[int, PartitionAggregator] = {}
+        self._raw: dict[int, RawBatch] = {}
+        self._chunks: list[tuple[int, Counts, list]] = []
+        self._pending_rows = 0
+        tune_gc()  # the stream's collector setting: a backfill allocates like it, chunk by chunk
 
     @property
     def run_id(self) -> int:
@@ -93,6 +102,8 @@ class Backfill:
                 progress.skipped_chunks += 1
             else:
                 progress.counts += self._chunk(chunk, block)
+                if self._pending_rows >= self.settings.backfill_commit_rows:
+                    self._commit()
                 if limit:
                     ahead = progress.counts.rows / limit - (time.monotonic() - t0)
                     if ahead > 0:
@@ -100,9 +111,41 @@ class Backfill:
             progress.seconds = time.monotonic() - t0
             if on_chunk is not None:
                 on_chunk(progress)
+        self._commit()
+        progress.seconds = time.monotonic() - t0
         with self.pg.transaction():
             ledger.finish(self.pg, self.run.run_id)
         return progress
+
+    def _commit(self) -> None:
+        """The pending chunks made durable: their raw events, then their rollups with their ledger
+        rows in one transaction. Chunks of history at a busy time touch the same cells again and
+        again (at 10,000 keys a minute, a 50,000-row chunk holds ~1 event a cell): added up here
+        first, each cell is read and written once a commit instead of once a chunk."""
+        if not self._chunks:
+            return
+        rows: list[RollupRow] = []
+        for p, agg in sorted(self._cells.items()):
+            minutes = sorted(agg.flush(0).rows, key=lambda r: (r.bucket, r.event_type, r.source))
+            hours: dict[tuple, Acc] = {}
+            for r in minutes:
+                r.final = True
+                key = (hour_of(r.bucket), r.event_type, r.source)
+                hour = hours.get(key)
+                if hour is None:
+                    hour = hours[key] = Acc()
+                hour.merge(r.acc)
+            rows += minutes
+            rows += [RollupRow(h, et, src, p, acc, True, HOUR_S) for (h, et, src), acc in hours.items()]
+        for p, batch in sorted(self._raw.items()):
+            self.raw.write(batch, shard=p)
+        with self.pg.transaction():
+            rollup_store.add_rows(self.pg, rows)
+            if rows:
+                rollup_store.bump_revision(self.pg)
+            for chunk, counts, rejects in self._chunks:
+                ledger.commit_chunk(self.pg, self.run.run_id, chunk, counts, rejects)
+        self._cells, self._raw, self._chunks, self._pending_rows = {}, {}, [], 0
 
     def _chunk(self, chunk: int, block: sources.Block) -> Counts:
         counts = Counts(rows=len(block.lines))
@@ -141,15 +184,10 @@ class Backfill:
         fresh = self._not_stored(chunk, events, seconds, direct)
         counts.duplicates += len(direct) - len(fresh)
         self._to_stream(events, lines, stream)
-        rows, raw = self._aggregate(chunk, events, seconds, lines, rows_of_lines, fresh)
-        for p, batch in raw.items():
-            self.raw.write(batch, shard=p)
-        with self.pg.transaction():
-            rollup_store.add_rows(self.pg, rows)
-            if rows:
-                rollup_store.bump_revision(self.pg)
-            counts.stored, counts.via_stream = len(fresh), len(stream)
-            ledger.commit_chunk(self.pg, self.run.run_id, chunk, counts, rejects)
+        self._aggregate(chunk, events, seconds, lines, rows_of_lines, fresh)
+        counts.stored, counts.via_stream = len(fresh), len(stream)
+        self._chunks.append((chunk, counts, rejects))
+        self._pending_rows += counts.rows
         return counts
 
     def _closed(self, watermark: int | None, second: int) -> bool:
@@ -176,33 +214,20 @@ class Backfill:
                 fresh.append(i)
         return fresh
 
-    def _aggregate(self, chunk, events, seconds, lines, rows_of_lines, fresh):
-        """Minute and hour rows to add, and raw batches by partition, of the events in `fresh`."""
+    def _aggregate(self, chunk, events, seconds, lines, rows_of_lines, fresh) -> None:
+        """The events in `fresh` into the pending cells and raw batches of their partitions."""
         by_partition: dict[int, list[int]] = defaultdict(list)
         for i in fresh:
             by_partition[partition_of(events[i].event_id, self.partitions)].append(i)
-        rows: list[RollupRow] = []
-        raw: dict[int, RawBatch] = {}
-        for p, idx in sorted(by_partition.items()):
+        for p, idx in by_partition.items():
             evs = [events[i] for i in idx]
             secs = [seconds[i] for i in idx]
-            agg = PartitionAggregator(p, _NEVER_CLOSES)
+            agg = self._cells.get(p)
+            if agg is None:
+                agg = self._cells[p] = PartitionAggregator(p, _NEVER_CLOSES)
             agg.add(evs, secs)
-            minutes = sorted(agg.flush(0).rows, key=lambda r: (r.bucket, r.event_type, r.source))
-            hours: dict[tuple, Acc] = {}
-            for r in minutes:
-                r.final = True
-                hours.setdefault((hour_of(r.bucket), r.event_type, r.source), Acc()).merge(r.acc)
-            rows += minutes
-            rows += [RollupRow(h, et, src, p, acc, True, HOUR_S) for (h, et, src), acc in hours.items()]
-            batch = raw[p] = RawBatch()
-            batch.add(
-                evs,
-                secs,
-                [ledger.position(self.run.run_id, chunk, rows_of_lines[i]) for i in idx],
-                [lines[i] for i in idx],
-            )
-        return rows, raw
+            positions = [ledger.position(self.run.run_id, chunk, rows_of_lines[i]) for i in idx]
+            self._raw.setdefault(p, RawBatch()).add(evs, secs, positions, [lines[i] for i in idx])
 
     def _to_stream(self, events, lines: list[bytes], idx: list[int]) -> None:
         """Hand events to Kafka as the API does and wait until every one is acknowledged."""

@@ -297,25 +297,28 @@ def test_a_backfill_killed_before_its_commit_stores_each_event_once_when_run_aga
 
     add_rows, calls = store.add_rows, []
 
-    def dies_on_the_second_chunk(conn, rows):
+    def dies_on_the_second_commit(conn, rows):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed between the raw writes and the commit")
         return add_rows(conn, rows)
 
-    monkeypatch.setattr(store, "add_rows", dies_on_the_second_chunk)
-    first = Backfill(pipeline, f"test:{history.run}", "killed", chunk_rows=400)
+    # Chunks of 400 rows committed two at a time: the second commit (chunks 2 and 3) dies after
+    # their raw events are written.
+    settings = pipeline.model_copy(update={"backfill_commit_rows": 800})
+    monkeypatch.setattr(store, "add_rows", dies_on_the_second_commit)
+    first = Backfill(settings, f"test:{history.run}", "killed", chunk_rows=400)
     with pytest.raises(KeyboardInterrupt):
         first.load(sources.rows_of([path]))
     first.close()
     monkeypatch.setattr(store, "add_rows", add_rows)
 
-    again = Backfill(pipeline, f"test:{history.run}", "killed", chunk_rows=400)
+    again = Backfill(settings, f"test:{history.run}", "killed", chunk_rows=400)
     try:
         progress = again.load(sources.rows_of([path]))
     finally:
         again.close()
-    assert progress.skipped_chunks == 1 and progress.counts.stored == len(rows)
+    assert progress.skipped_chunks == 2 and progress.counts.stored == len(rows)
     with rollup_store.connect(pipeline) as conn:
         got = conn.execute(
             "select to_char(bucket at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI'), split_part(event_type, '.', 2),"
