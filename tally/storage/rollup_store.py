@@ -43,13 +43,14 @@ _UPSERT = f"""
 insert into {{table}} ({_COLUMNS}, updated_at) values ({", ".join(["%s"] * 11)}, now())
 on conflict (event_type, source, bucket, kafka_partition) do update set {_SET}
 """
-# The rows of the staged keys, locked in key order: two writers adding to the same rows wait for
-# each other (neither's addition is lost) and cannot deadlock.
-_LOCK_STAGED = f"""
+# Held by whoever adds to closed rows until its transaction ends (backfills side by side, the
+# correction step): a row lock cannot cover a row not there yet, and two writers inserting the same
+# new row would each write their own cell over the other's.
+ADD_LOCK = 0x7461_6C61
+# The rows of the staged keys, read for the addition.
+_HELD = f"""
 select r.bucket, r.event_type, r.source, r.kafka_partition, {", ".join("r." + c.strip() for c in VALUES.split(","))}
 from {{table}} r join flush_rows f using (bucket, event_type, source, kafka_partition)
-order by r.event_type, r.source, r.bucket, r.kafka_partition
-for update of r
 """
 
 _LATE = """
@@ -107,20 +108,21 @@ def row_params(r: RollupRow) -> tuple:
 
 def add_rows(conn: psycopg.Connection, rows: list[RollupRow]) -> None:
     """Add each row's cell to what its row holds (or write it, if there is none), inside the
-    caller's transaction. For buckets the stream has closed and never writes again: the correction
-    step's late events and backfills. What is there comes first in each sum, as the stream would
-    have added the newcomers after it."""
+    caller's transaction, which holds ADD_LOCK from here to its end. For buckets the stream has
+    closed and never writes again: the correction step's late events and backfills. What is there
+    comes first in each sum, as the stream would have added the newcomers after it."""
     by_width: dict[int, list[RollupRow]] = {}
     for r in rows:
         by_width.setdefault(r.width, []).append(r)
     with conn.cursor() as cur:
         if by_width:
+            cur.execute("select pg_advisory_xact_lock(%s)", (ADD_LOCK,))
             cur.execute(_STAGE)
         for width, group in by_width.items():
             table = TABLES[width]
             cur.execute("truncate flush_rows")
             stage_rows(cur, [row_params(r) for r in group])
-            held = {(b, et, src, p): acc_of(*v) for b, et, src, p, *v in cur.execute(_LOCK_STAGED.format(table=table))}
+            held = {(b, et, src, p): acc_of(*v) for b, et, src, p, *v in cur.execute(_HELD.format(table=table))}
             merged = []
             for r in group:
                 acc = held.get((r.bucket_time, r.event_type, r.source, r.partition))
