@@ -67,9 +67,13 @@ class Backfill:
         # Autocommit, so each `transaction()` block below is a transaction of its own (without it, the
         # first plain select would open one that every later block only nests a savepoint in).
         self.pg = rollup_store.connect(settings, autocommit=True)
-        self.run = ledger.start(
-            self.pg, identity, label, min(chunk_rows or settings.backfill_chunk_rows, ledger.MAX_CHUNK_ROWS)
-        )
+        try:
+            self.run = ledger.start(
+                self.pg, identity, label, min(chunk_rows or settings.backfill_chunk_rows, ledger.MAX_CHUNK_ROWS)
+            )
+        except BaseException:
+            self.pg.close()
+            raise
         self.cluster = raw_events.cluster(settings)
         session = self.cluster.connect(settings.cassandra_keyspace)
         self.raw = raw_writer.RawEventWriter(session, settings)

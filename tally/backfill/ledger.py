@@ -9,6 +9,7 @@ same thing twice finds the first run's chunks and changes nothing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -21,6 +22,8 @@ CHUNK_BITS = 23
 LINE_BITS = 20
 MAX_CHUNK_ROWS = 1 << LINE_BITS
 MAX_RUNS = 1 << (62 - CHUNK_BITS - LINE_BITS)
+RUN_LOCK = 0x7462  # advisory lock space of runs in progress: (RUN_LOCK, run_id)
+LOCK_WAIT_S = 5.0
 
 
 def position(run_id: int, chunk: int, line: int) -> int:
@@ -88,6 +91,14 @@ def start(conn: psycopg.Connection, identity: str, label: str, chunk_rows: int) 
         }
     if run_id >= MAX_RUNS:
         raise RuntimeError(f"backfill run ids are exhausted ({MAX_RUNS})")
+    # Held while this connection lives: a second process loading the same input at the same time
+    # would take this one's uncommitted raw rows for leftovers and delete them. Tried for a few
+    # seconds: the server ends the session of a run that just stopped a moment after its client.
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while not conn.execute("select pg_try_advisory_lock(%s, %s)", (RUN_LOCK, run_id)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"backfill run {run_id} ({label}) is already running in another process")
+        time.sleep(0.2)
     return Run(run_id, size, done)
 
 

@@ -45,8 +45,6 @@ class Block:
 def _json_default(value):
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
     raise TypeError(f"cannot be written as JSON: {type(value).__name__}")
 
 
@@ -60,6 +58,8 @@ def event_json(record: dict) -> bytes | str:
     for key, value in record.items():
         if value is None or value == "":
             continue
+        if isinstance(value, Decimal):  # a numeric column: msgspec would write it as a string
+            value = float(value)
         if key in FIELDS:
             event[key] = value
         elif key.startswith("attributes."):

@@ -410,3 +410,59 @@ def test_the_dagster_asset_loads_a_day_and_a_second_run_changes_nothing(stack, t
     wait_for(lambda: counted() == 100, 120, "the day's events counted")
     time.sleep(2)
     assert counted() == 100
+
+
+def test_one_input_is_loaded_by_one_process_at_a_time(stack):
+    identity = f"test:lock:{uuid.uuid4().hex[:8]}"
+    first = Backfill(stack, identity, "locked")
+    try:
+        with pytest.raises(RuntimeError, match="already running in another process"):
+            Backfill(stack, identity, "locked")
+    finally:
+        first.close()
+    Backfill(stack, identity, "locked").close()  # free again once the first has gone
+
+
+def test_a_legacy_table_is_read_through_a_server_side_cursor(stack):
+    run = f"sql{uuid.uuid4().hex[:6]}"
+    at = (datetime.now(UTC) - timedelta(days=2)).replace(minute=7, second=0, microsecond=0)
+    with rollup_store.connect(stack, autocommit=True) as conn:
+        conn.execute(
+            f"create table {run} (event_id text, event_type text, timestamp timestamptz, source text,"
+            " value numeric, country text)"
+        )
+        for i in range(30):
+            conn.execute(
+                f"insert into {run} values (%s, %s, %s, 'pos', %s, 'de')",
+                (f"{run}-{i}", f"{run}.sale" if i != 3 else "Bad Type", at, i),
+            )
+    query = (
+        f'select event_id, event_type, timestamp, source, value, country as "attributes.country"'
+        f" from {run} where timestamp >= %(start)s order by event_id"
+    )
+    job = Backfill(stack, f"test:{run}", "legacy table")
+    try:
+        progress = job.load(sources.sql_rows(stack.pg_dsn, query, {"start": at}, fetch=7))
+        rejects = job.rejects()
+    finally:
+        job.close()
+    assert (progress.counts.rows, progress.counts.rejected) == (30, 1)
+    assert progress.counts.stored + progress.counts.via_stream == 29
+    assert [(field, reason.startswith("Expected `str` matching regex")) for _r, field, reason in rejects] == [
+        ("event_type", True)
+    ]
+
+    def total() -> float:
+        r = httpx.get(
+            f"http://127.0.0.1:{stack.api_port}/api/aggregate",
+            params={
+                "from": iso(at),
+                "to": iso(at + timedelta(minutes=1)),
+                "event_type": f"{run}.sale",
+                "metrics": "count,sum",
+            },
+            timeout=30,
+        )
+        return sum(p["sum"] or 0 for s in r.json()["series"] for p in s["points"])
+
+    wait_for(lambda: total() == sum(range(30)) - 3, 120, "the table's values summed")

@@ -64,6 +64,18 @@ def test_parquet_typed_columns_become_json(tmp_path):
     }
 
 
+def test_sql_numbers_and_times_become_json_numbers_and_times():
+    from decimal import Decimal
+
+    row = {
+        "event_id": "e1",
+        "event_type": "t",
+        "timestamp": datetime(2026, 11, 1, 10, tzinfo=UTC),
+        "value": Decimal("2.5"),
+    }
+    assert json.loads(sources.event_json(row)) == {**row, "timestamp": "2026-11-01T10:00:00Z", "value": 2.5}
+
+
 def test_a_column_that_is_no_field_is_named():
     assert sources.event_json({**EVENT, "colour": "red"}) == (
         "colour: not a field of an event (expected event_id, event_type, timestamp, source, user_id, value,"
