@@ -6,10 +6,20 @@ import { args, screenshot, withPage } from './browser.mjs'
 
 const [base, screenshotPath] = args
 const result = { groups: [], text: '' }
-await withPage(result, { viewport: { width: 2200, height: 1700 }, offline: true }, async (page) => {
+await withPage(result, { viewport: { width: 3200, height: 2400 }, offline: true }, async (page) => {
   await page.goto(new URL('/asset-groups', base).href)
   await page.waitForSelector('text=Global asset lineage', { timeout: 60000 })
   await page.waitForTimeout(3000)
+  // Five groups side by side are larger than any viewport at the zoom a load starts with, and only
+  // what is in view is drawn (and clickable): zoom out until the whole graph is in view.
+  const zoomOut = async () => {
+    const button = page.locator('[aria-label="zoom_out"]')
+    for (let i = 0; i < 6 && (await button.count()); i++) {
+      await button.first().click()
+      await page.waitForTimeout(400)
+    }
+  }
+  await zoomOut()
   // Groups start collapsed: open each with its unfold icon. Opening one zooms in on it; the page
   // remembers which groups are open, and a fresh load fits the whole graph in view.
   const unfold = page.locator('svg foreignObject [aria-label="unfold_more"]')
@@ -21,6 +31,7 @@ await withPage(result, { viewport: { width: 2200, height: 1700 }, offline: true 
     await page.reload()
     await page.waitForSelector('svg foreignObject', { timeout: 60000 })
     await page.waitForTimeout(3000)
+    await zoomOut()
   }
   // Let the nodes' latest events and checks load before the picture is taken.
   await page.waitForFunction(() => !document.body.innerText.includes('Loading'), null, { timeout: 30000 }).catch(() => {})
