@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -138,6 +138,28 @@ class Settings(BaseSettings):
     backfill_query: str | None = None
     backfill_start_date: str = "2026-01-01"
 
+    # Migration from a legacy system (tally.legacy). Dual write: the API also forwards every accepted
+    # event to the legacy side ("http": NDJSON POSTed to legacy_url; "postgres": rows into
+    # legacy_table on legacy_dsn), in the background: a slow or absent legacy side never slows or
+    # fails ingest. Each API worker holds at most legacy_buffer_events waiting; beyond that new
+    # events are dropped for the legacy side only, counted in tally_legacy_dropped_events_total.
+    legacy_sink: Literal["off", "http", "postgres"] = "off"
+    legacy_url: str | None = None
+    legacy_dsn: str | None = None
+    legacy_table: str = Field("legacy_events", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    legacy_buffer_events: int = Field(100_000, ge=1)
+    legacy_batch_events: int = Field(5_000, ge=1)
+    legacy_timeout_s: float = Field(5.0, gt=0)
+    # The comparison (orchestration's migration/legacy_comparison, per hour and event type) fails its
+    # check when counts or sums differ by more than this share of the larger side.
+    legacy_tolerance: float = Field(0.001, ge=0)
+    # Staged rollout: this share of /api/aggregate requests is answered from legacy_table on
+    # legacy_dsn (1.0: phase 1, the legacy system answers everything), the rest by Tally; with
+    # legacy_shadow the other side is asked too and final points that differ are counted
+    # (tally_rollout_*), so both run and are compared before clients move.
+    legacy_read_share: float = Field(0.0, ge=0, le=1)
+    legacy_shadow: bool = False
+
     prometheus_port: int = 9090
     # Where Prometheus finds Tally's own processes (they serve /metrics).
     api_port: int = 8000
@@ -174,6 +196,18 @@ class Settings(BaseSettings):
                 "dedup_horizon_s: must be 0 (off) or more than allowed_lateness_s + max_ahead_s"
                 f" ({self.allowed_lateness_s + self.max_ahead_s}), got {self.dedup_horizon_s}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _legacy_side_named(self) -> Settings:
+        # Said at start-up, not found out at the first event forwarded or query routed.
+        needs = []
+        if self.legacy_sink == "http" and not self.legacy_url:
+            needs.append("legacy_url: required when legacy_sink is http")
+        if (self.legacy_sink == "postgres" or self.legacy_read_share or self.legacy_shadow) and not self.legacy_dsn:
+            needs.append("legacy_dsn: required when legacy_sink is postgres, legacy_read_share > 0 or legacy_shadow")
+        if needs:
+            raise ValueError("; ".join(needs))
         return self
 
     def as_env(self) -> dict[str, str]:

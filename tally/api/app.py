@@ -28,6 +28,9 @@ from tally.api.problems import (
 )
 from tally.api.routes import aggregate, docs, events, filtered_events, named_metrics, ops, quality
 from tally.api.stores import HllSupport, RawStore, rollup_pool
+from tally.legacy.forwarder import DualWriter
+from tally.legacy.sinks import make_sink
+from tally.legacy.store import PostgresLegacyStore
 from tally.producer import BatchProducer
 from tally.semantic.manifest_file import ManifestFile
 from tally.settings import Settings, get_settings
@@ -52,9 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.raw = RawStore(settings)
         app.state.final_days = FinalDays()
         app.state.named_metrics = ManifestFile(settings.semantic_manifest_path)
+        app.state.dual_writer = dual_writer(settings)
+        app.state.legacy = await legacy_store(settings)
         try:
             yield
         finally:
+            if app.state.dual_writer is not None:
+                await app.state.dual_writer.close()
+            if app.state.legacy is not None:
+                await app.state.legacy.close()
             app.state.producer.close()
             await pool.close()
             app.state.raw.close()
@@ -97,6 +106,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}
     app.mount("/", UiFiles(methods, directory=STATIC, html=True), name="ui")
     return app
+
+
+def dual_writer(settings: Settings) -> DualWriter | None:
+    sink = make_sink(settings)
+    if sink is None:
+        return None
+    writer = DualWriter(sink, settings.legacy_buffer_events, settings.legacy_batch_events, settings.legacy_timeout_s)
+    writer.start()
+    return writer
+
+
+async def legacy_store(settings: Settings) -> PostgresLegacyStore | None:
+    """The legacy store the staged rollout reads, opened without waiting for it to answer."""
+    if not (settings.legacy_read_share or settings.legacy_shadow):
+        return None
+    store = PostgresLegacyStore(settings.legacy_dsn, settings.legacy_table, settings.query_timeout_s)
+    await store.open()
+    return store
 
 
 class UiFiles(StaticFiles):

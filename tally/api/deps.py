@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
 from tally.api.stores import RawStore
+from tally.legacy.forwarder import DualWriter
+from tally.legacy.store import LegacyStore
 from tally.producer import BatchProducer
 from tally.semantic.manifest_file import ManifestFile
 from tally.settings import Settings
@@ -42,6 +44,14 @@ def _named_metrics(request: Request) -> ManifestFile:
     return request.app.state.named_metrics
 
 
+def _dual_writer(request: Request) -> DualWriter | None:
+    return request.app.state.dual_writer
+
+
+def _legacy(request: Request) -> LegacyStore | None:
+    return request.app.state.legacy
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ProducerDep = Annotated[BatchProducer, Depends(_producer)]
 PgPoolDep = Annotated[AsyncConnectionPool, Depends(_pg)]
@@ -49,3 +59,6 @@ RawStoreDep = Annotated[RawStore, Depends(_raw)]
 HasHllDep = Annotated[bool, Depends(_has_hll)]
 FinalDaysDep = Annotated[FinalDays, Depends(_final_days)]
 NamedMetricsDep = Annotated[ManifestFile, Depends(_named_metrics)]
+# Set only when migrating from a legacy system (TALLY_LEGACY_*), else None.
+DualWriterDep = Annotated[DualWriter | None, Depends(_dual_writer)]
+LegacyStoreDep = Annotated[LegacyStore | None, Depends(_legacy)]

@@ -137,3 +137,19 @@ begin
     end if;
 end
 $$;
+
+-- Legacy vs Tally (tally.legacy.compare): both systems' count and sum per (hour, event_type), and
+-- how long each side's query took, as last compared; the quality report reads it.
+create table if not exists legacy_comparison (
+    hour timestamptz not null,
+    event_type text not null,
+    legacy_count bigint not null,
+    tally_count bigint not null,
+    legacy_sum double precision not null,
+    tally_sum double precision not null,
+    legacy_query_s double precision not null,
+    tally_query_s double precision not null,
+    tolerance double precision not null,
+    compared_at timestamptz not null default now(),
+    primary key (hour, event_type)
+);

@@ -14,7 +14,7 @@ await withPage(result, { viewport: { width: 3200, height: 2400 }, offline: true 
   // what is in view is drawn (and clickable): zoom out until the whole graph is in view.
   const zoomOut = async () => {
     const button = page.locator('[aria-label="zoom_out"]')
-    for (let i = 0; i < 6 && (await button.count()); i++) {
+    for (let i = 0; i < 12 && (await button.count()); i++) {
       await button.first().click()
       await page.waitForTimeout(400)
     }

@@ -17,6 +17,7 @@ from orchestration.defs.quality.checks import quality_checks
 from orchestration.defs.resources import TallyResource
 from orchestration.defs.stream.assets import LATE_EVENTS, RAW_EVENTS, ROLLUP_1H, ROLLUP_1M
 from orchestration.defs.stream.checks import stream_freshness_checks
+from tally.legacy import compare
 
 KEY = dg.AssetKey(["quality", "quality_report"])
 # Today is a partition too (end_offset=1), so "run it now" from the UI reports the day so far.
@@ -39,8 +40,9 @@ class ReportConfig(dg.Config):
 def quality_report(context: dg.AssetExecutionContext, config: ReportConfig, tally: TallyResource):
     """The data-quality report of one day (UTC), for anyone who relies on Tally's numbers: events and
     late events per hour, whether every raw event of each closed hour is counted exactly once
-    (reconciliation), which expectations on the rollups and the raw events broke, with examples,
-    and the latest freshness and expectation checks on the stream's tables.
+    (reconciliation), whether the legacy system agrees (when migrating from one), which
+    expectations on the rollups and the raw events broke, with examples, and the latest freshness
+    and expectation checks on the stream's tables.
 
     Read it at the API's /quality/ (a page that needs no network), with Great Expectations' Data
     Docs behind it for every row; summary.json holds the same as data. Built every night for the
@@ -85,6 +87,7 @@ def gather(context, settings, start: datetime, end: datetime, sample: int) -> di
     ]
     hours = read("events per hour", lambda: report_summary.per_hour(settings, start, end))
     recon = read("reconciliation", lambda: report_summary.reconciliation(settings, start, end))
+    legacy = read("legacy comparison", lambda: compare.recorded(settings, start, end))
     return {
         "day": context.partition_key,
         "window": {"start": start.isoformat(), "end": end.isoformat()},
@@ -92,6 +95,7 @@ def gather(context, settings, start: datetime, end: datetime, sample: int) -> di
         "totals": {f: sum(h[f] for h in hours) for f in report_summary.HOUR_FIELDS} if hours else {},
         "hours": hours,
         "reconciliation": recon,
+        "legacy": legacy,
         "checks": report_summary.latest_checks(context.instance, STREAM_CHECKS),
         "outcomes": [o for o in outcomes if o is not None],
         "problems": problems,
@@ -132,6 +136,7 @@ def _metadata(summary: dict, out: Path) -> dict:
         "late_pending": dg.MetadataValue.int(totals.get("late_pending", 0)),
         "duplicates": dg.MetadataValue.int(totals.get("duplicates", 0)),
         "mismatched_cells": dg.MetadataValue.int(recon.get("mismatched_cells", 0)),
+        "legacy_differing_rows": dg.MetadataValue.int((summary.get("legacy") or {}).get("differing_rows", 0)),
         "expectations_broken": dg.MetadataValue.int(sum(len(s["failed"]) for s in summary["suites"])),
         "not_checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in summary["problems"]) or "nothing"),
     }

@@ -44,6 +44,7 @@ def render(summary: dict) -> str:
         _charts(summary["hours"]),
         _suites(summary["suites"]),
         _reconciliation(summary["reconciliation"]),
+        _legacy(summary.get("legacy")),
         _checks(summary["checks"]),
         _problems(summary["problems"]),
         _footer(summary),
@@ -198,6 +199,36 @@ def _reconciliation(recon: dict | None) -> str:
         )
     strip = f'<div class="strip">{"".join(cells)}</div>'
     return f"<section><h2>Reconciliation</h2><p>{escape(text)}</p>{strip}{table}</section>"
+
+
+def _legacy(legacy: dict | None) -> str:
+    if legacy is None:
+        return ""
+    if not legacy["hours_compared"]:
+        return (
+            "<section><h2>Legacy vs Tally</h2><p class=muted>No comparison with a legacy system recorded for this"
+            " day (none is configured, or migration/legacy_comparison has not run).</p></section>"
+        )
+    text = (
+        f"{legacy['hours_compared']} hours compared, {legacy['rows']} (hour, event type) rows: legacy"
+        f" {legacy['legacy_count']:,} events, Tally {legacy['tally_count']:,};"
+        f" {legacy['differing_rows']} rows differ beyond {legacy['tolerance']:.3%}. Slowest query:"
+        f" legacy {legacy['legacy_query_s_max'] * 1000:,.0f} ms, Tally {legacy['tally_query_s_max'] * 1000:,.0f} ms."
+    )
+    rows = "".join(
+        f"<tr><td>{escape(d['hour'][11:16])}</td><td><code>{escape(d['event_type'])}</code></td>"
+        f"<td class=n>{_n(d['legacy_count'])}</td><td class=n>{_n(d['tally_count'])}</td>"
+        f"<td class=n>{d['legacy_sum']:,.6g}</td><td class=n>{d['tally_sum']:,.6g}</td>"
+        f"<td class=n>{d['difference']:.3%}</td></tr>"
+        for d in legacy["differing"]
+    )
+    table = (
+        '<table id="legacy"><tr><th>hour</th><th>event type</th><th class=n>legacy count</th><th class=n>Tally count'
+        "</th><th class=n>legacy sum</th><th class=n>Tally sum</th><th class=n>difference</th></tr>" + rows + "</table>"
+        if rows
+        else ""
+    )
+    return f"<section><h2>Legacy vs Tally</h2><p>{escape(text)}</p>{table}</section>"
 
 
 def _checks(checks: list[dict]) -> str:

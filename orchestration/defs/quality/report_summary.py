@@ -130,12 +130,14 @@ def part(read: Callable[[], object], log) -> tuple[object, str | None]:
 
 
 def status(summary: dict) -> str:
-    """error: a part is missing, an ERROR expectation or check failed, or a cell does not reconcile;
+    """error: a part is missing, an ERROR expectation or check failed, a cell does not reconcile, or
+    the legacy system differs beyond the tolerance;
     warn: only warnings failed; ok otherwise."""
     suites = summary["suites"]
     checks = [c for c in summary["checks"] if c["status"] == "failed"]
     recon = summary["reconciliation"]
-    if summary["problems"] or (recon and recon["mismatched_cells"]):
+    legacy = summary.get("legacy")
+    if summary["problems"] or (recon and recon["mismatched_cells"]) or (legacy and legacy["differing_rows"]):
         return "error"
     if any(s.get("severity") == "ERROR" for s in suites) or any(c.get("severity") == "ERROR" for c in checks):
         return "error"

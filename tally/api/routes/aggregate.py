@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import logging
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Query, Response
 
+from tally.api import rollout
 from tally.api.contract import (
     EVENT_TYPES_SCHEMA,
     EXAMPLE_FROM,
@@ -17,14 +20,18 @@ from tally.api.contract import (
     SOURCES_SCHEMA,
     problem_response,
 )
-from tally.api.deps import FinalDaysDep, HasHllDep, NamedMetricsDep, PgPoolDep, SettingsDep
+from tally.api.deps import FinalDaysDep, HasHllDep, LegacyStoreDep, NamedMetricsDep, PgPoolDep, SettingsDep
 from tally.api.models import AggregateResult
 from tally.api.params import comma_list, event_types, sources, time_range
 from tally.api.problems import ParamError, TooCostly
+from tally.legacy.store import LegacyStore
+from tally.legacy.store import final_before as legacy_final_before
 from tally.semantic.plan import plan
 from tally.storage import aggregates
+from tally.storage.aggregates import TooManyPoints
 
 router = APIRouter(tags=["aggregates"])
+log = logging.getLogger("tally.api")
 _json = msgspec.json.Encoder()
 
 
@@ -43,6 +50,7 @@ async def get_aggregate(
     final_days: FinalDaysDep,
     settings: SettingsDep,
     named_metrics: NamedMetricsDep,
+    legacy: LegacyStoreDep,
     start: Annotated[
         datetime,
         Query(alias="from", description="Range start, RFC 3339 with offset (inclusive).", examples=[EXAMPLE_FROM]),
@@ -105,14 +113,56 @@ async def get_aggregate(
         sources=sources(source),
         named=plan(catalog, named) if named else None,
     )
-    async with pg.connection() as conn:
-        lateness = timedelta(seconds=settings.allowed_lateness_s)
-        state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
-        series = await final_days.series_json(conn, q, has_hll, state.final_before, state.revision, settings.max_points)
+    system = rollout.choose(settings, q) if legacy is not None else "tally"
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    t0 = time.perf_counter()
+    if system == "legacy":
+        try:
+            series = await _legacy_series(legacy, q, settings)
+            state = aggregates.StreamState(None, None, None)
+        except TooManyPoints:
+            raise
+        except Exception as e:  # noqa: BLE001 - the legacy side failing costs no client its answer
+            rollout.FALLBACKS.inc()
+            log.warning("the legacy store failed, Tally answers: %s", e)
+            system = "tally"
+    if system == "tally":
+        async with pg.connection() as conn:
+            state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
+            series = await final_days.series_json(
+                conn, q, has_hll, state.final_before, state.revision, settings.max_points
+            )
+    rollout.ANSWERS.labels(system).inc()
+    rollout.SECONDS.labels(system).observe(time.perf_counter() - t0)
+    if settings.legacy_shadow and legacy is not None and rollout.legacy_can_answer(q):
+        _shadow(system, series, state.final_before, q, pg, has_hll, final_days, settings, legacy)
     head = _json.encode(
         {"from": start, "to": end, "granularity": granularity, "metrics": q.metrics, "group_by": q.group_by}
     )
     tail = _json.encode({"as_of": state.as_of, "watermark": state.watermark})
     # Spliced rather than encoded around msgspec.Raw: that would copy the megabytes of series again.
     body = b"".join((head[:-1], b',"series":', series, b",", tail[1:]))
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={rollout.HEADER: system})
+
+
+async def _legacy_series(legacy: LegacyStore, q: aggregates.AggregateQuery, settings) -> bytes:
+    final_before = legacy_final_before(datetime.now(UTC), timedelta(seconds=settings.allowed_lateness_s))
+    return _json.encode(await legacy.aggregate(q, final_before, settings.max_points))
+
+
+def _shadow(answered_by: str, series: bytes, tally_horizon, q, pg, has_hll, final_days, settings, legacy) -> None:
+    """Ask the system that did not answer as well, after the answer, and count whether they agree."""
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+
+    async def other() -> tuple[bytes, datetime | None]:
+        if answered_by == "tally":
+            return await _legacy_series(legacy, q, settings), tally_horizon
+        async with pg.connection() as conn:
+            state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
+            out = await final_days.series_json(
+                conn, q, has_hll, state.final_before, state.revision, settings.max_points
+            )
+        return out, state.final_before
+
+    legacy_horizon = legacy_final_before(datetime.now(UTC), lateness)
+    rollout.shadow(series, other, aggregates.GRANULARITIES[q.granularity], q.end, legacy_horizon)

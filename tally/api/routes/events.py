@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from tally.api import metrics
 from tally.api.body import TooLarge, UnsupportedMediaType, is_ndjson, read_body
 from tally.api.contract import INGEST_BODY, problem_response
-from tally.api.deps import ProducerDep, SettingsDep
+from tally.api.deps import DualWriterDep, ProducerDep, SettingsDep
 from tally.api.models import IngestResult
 from tally.api.problems import problem
 from tally.events.decode import decode_batch, decode_messages, ndjson_lines
@@ -41,7 +41,9 @@ MAX_LINE_AS_SENT = 64 * 1024
     summary="Ingest one event, a JSON array of events, or NDJSON",
     openapi_extra={"requestBody": INGEST_BODY},
 )
-async def post_events(request: Request, settings: SettingsDep, producer: ProducerDep) -> Response:
+async def post_events(
+    request: Request, settings: SettingsDep, producer: ProducerDep, dual_writer: DualWriterDep
+) -> Response:
     try:
         ndjson = is_ndjson(request)
         body = await read_body(request, settings.max_body_bytes)
@@ -84,4 +86,7 @@ async def post_events(request: Request, settings: SettingsDep, producer: Produce
         )
     result["accepted"] = len(events)
     metrics.ACCEPTED.inc(len(events))
+    if dual_writer is not None:
+        # Only what Kafka took: the legacy side must not get events the client will send again.
+        dual_writer.offer(values)
     return Response(_json.encode(result), status_code=202, media_type="application/json")

@@ -1,0 +1,117 @@
+"""Where dual write sends events: the legacy system's own ingest over HTTP, or its PostgreSQL table.
+
+A sink's `send` takes a batch of events (one JSON document each, as the API accepted them) and
+returns once the legacy side has them. It raises `Refused` when the legacy side will never take
+this batch (the forwarder drops it and counts it), anything else when a retry can succeed. Another
+legacy system plugs in by implementing `LegacySink`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from tally.legacy import table
+from tally.settings import Settings
+
+# Answers a retry can change: timeouts, rate limits, the server's own trouble.
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class Refused(Exception):
+    """The legacy side refused the batch for good (a 4xx, or rows its table cannot hold)."""
+
+
+class LegacySink(Protocol):
+    name: str
+
+    async def send(self, values: Sequence[bytes]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpSink:
+    """POSTs each batch as NDJSON to the legacy system's ingest URL."""
+
+    name = "http"
+
+    def __init__(self, url: str, timeout_s: float):
+        self.url = url
+        self.client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def send(self, values: Sequence[bytes]) -> None:
+        body = b"\n".join(values) + b"\n"
+        response = await self.client.post(self.url, content=body, headers={"content-type": "application/x-ndjson"})
+        if response.is_success:
+            return
+        reason = f"{self.url} answered {response.status_code}: {response.text[:200]}"
+        if response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
+            raise Refused(reason)
+        raise RuntimeError(reason)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class PostgresSink:
+    """Inserts each batch into the legacy table (created if missing), an event_id stored once."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, table_name: str, timeout_s: float):
+        self.dsn = dsn
+        self.table = table_name
+        self.timeout_s = timeout_s
+        self.conn: psycopg.AsyncConnection | None = None
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        if self.conn is None or self.conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, int(self.timeout_s)),
+                options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+            )
+            for statement in table.create(self.table):
+                await conn.execute(statement)
+            self.conn = conn
+        return self.conn
+
+    async def send(self, values: Sequence[bytes]) -> None:
+        try:
+            conn = await self._connect()
+            columns = sql.SQL(", ").join(map(sql.Identifier, table.COLUMNS))
+            async with conn.transaction():
+                await conn.execute(
+                    sql.SQL("create temp table if not exists legacy_stage (like {t}) on commit delete rows").format(
+                        t=sql.Identifier(self.table)
+                    )
+                )
+                async with conn.cursor().copy(sql.SQL("copy legacy_stage ({c}) from stdin").format(c=columns)) as copy:
+                    for row in table.rows(values):
+                        await copy.write_row(row)
+                insert = "insert into {t} ({c}) select {c} from legacy_stage on conflict (event_id) do nothing"
+                await conn.execute(sql.SQL(insert).format(t=sql.Identifier(self.table), c=columns))
+        except psycopg.errors.DataError as e:
+            raise Refused(f"{self.table} refused the batch: {e}") from e
+        except psycopg.Error:
+            # A broken connection is opened again on the next try.
+            if self.conn is not None and self.conn.broken:
+                await self.conn.close()
+            raise
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+def make_sink(settings: Settings) -> LegacySink | None:
+    if settings.legacy_sink == "http":
+        return HttpSink(settings.legacy_url, settings.legacy_timeout_s)
+    if settings.legacy_sink == "postgres":
+        return PostgresSink(settings.legacy_dsn, settings.legacy_table, settings.legacy_timeout_s)
+    return None
