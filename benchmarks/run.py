@@ -17,7 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import backfill, catchup, end_to_end, freshness, idle, ingest, kafka_ceiling, named_metrics, queries
+from benchmarks import (
+    backfill,
+    catchup,
+    end_to_end,
+    freshness,
+    idle,
+    ingest,
+    kafka_ceiling,
+    migration,
+    named_metrics,
+    queries,
+)
 from benchmarks.common import RESULTS
 from tally.settings import get_settings
 
@@ -36,6 +47,8 @@ TARGETS = {
     "dedup_disk_mib_per_million_ids": "(to state; an hour at 10 B/day is 417 M ids)",
     "backfill_1p_events_per_s": ">= 250,000 (10,000 keys a minute, exact, the stream idle)",
     "backfill_beside_live_freshness_p99_s": "(to state: 5,000 events/s of live traffic beside it)",
+    "dualwrite_postgres_events_per_s": "(to state, beside dualwrite_off_events_per_s: ingest never waits)",
+    "dualwrite_down_all_accounted": "True (accepted = forwarded + dropped + buffered)",
 }
 
 
@@ -58,7 +71,9 @@ def main() -> None:
         help="catch-up: the cardinality sweep, keys a minute",
     )
     ap.add_argument(
-        "--only", nargs="*", help="ingest kafka e2e catchup freshness queries metrics idle replay dedup backfill"
+        "--only",
+        nargs="*",
+        help="ingest kafka e2e catchup freshness queries metrics idle replay dedup backfill dualwrite",
     )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -93,6 +108,7 @@ def main() -> None:
         "backfill": lambda: backfill.run(
             s, 20_000 if smoke else 2_000_000, 100 if smoke else 10_000, beside_live=not smoke
         ),
+        "dualwrite": lambda: migration.run(s, 20_000 if smoke else 500_000, drain_timeout_s=60 if smoke else 180),
         "replay": None,  # run in a child process below
         "dedup": None,  # likewise
     }

@@ -39,6 +39,9 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "catchup_32_events_per_s",
         "backfill_1p_events_per_s",
         "backfill_2p_events_per_s",
+        "dualwrite_off_events_per_s",
+        "dualwrite_postgres_events_per_s",
+        "dualwrite_down_events_per_s",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert figures["e2e_exact"] is True  # every (minute, type, source) cell, not only the total
@@ -48,4 +51,11 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
     assert figures["catchup_32_exact"] is True and figures["catchup_32_cells"] >= 32
     # Every backfilled event was stored once and counted in its cell, by one process and by two.
     assert figures["backfill_1p_exact"] is True and figures["backfill_2p_exact"] is True
+    # Dual write: every accepted event forwarded, dropped or still buffered, with the legacy side up or down;
+    # with it up (and nothing dropped), the comparison finds both systems equal.
+    assert figures["dualwrite_postgres_all_accounted"] is True and figures["dualwrite_down_all_accounted"] is True
+    assert figures["dualwrite_down_forwarded"] == 0 and figures["dualwrite_down_dropped"] > 0
+    if figures["dualwrite_postgres_dropped"] == 0:
+        assert figures["compare_legacy_events"] == figures["compare_tally_events"] == 20_000
+        assert figures["compare_differing_event_types"] == 0
     assert "e2e_events_per_s" in r.stdout  # the table is printed

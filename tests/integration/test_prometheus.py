@@ -1,4 +1,6 @@
 import json
+import shutil
+import subprocess
 import time
 import urllib.request
 
@@ -24,4 +26,16 @@ def test_prometheus_scrapes_every_tally_component(stack):
 def test_alert_rules_are_loaded(stack):
     groups = _get(stack, "/api/v1/rules")["data"]["groups"]
     names = {rule["name"] for g in groups for rule in g["rules"]}
-    assert "TallyComponentDown" in names
+    assert {"TallyComponentDown", "TallyLegacyDualWriteDropping", "TallyRolloutAnswersDiffer"} <= names
+
+
+def test_alert_rules_are_valid_and_their_unit_tests_pass(settings):
+    """promtool (Debian's prometheus package, which `make` installs) checks every rule file and runs
+    the rule unit tests: each alert fires on the series it is for, and not before its `for`."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with the prometheus package"
+    rules = sorted((settings.deploy_dir / "prometheus" / "rules").glob("*.yml"))
+    tests = sorted((settings.deploy_dir / "prometheus" / "tests").glob("*.yml"))
+    for args in (["check", "rules", *rules], ["test", "rules", *tests]):
+        out = subprocess.run([promtool, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
