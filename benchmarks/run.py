@@ -108,7 +108,9 @@ def main() -> None:
         "backfill": lambda: backfill.run(
             s, 20_000 if smoke else 2_000_000, 100 if smoke else 10_000, beside_live=not smoke
         ),
-        "dualwrite": lambda: migration.run(s, 20_000 if smoke else 500_000, drain_timeout_s=60 if smoke else 180),
+        "dualwrite": lambda: migration.run(
+            s, 20_000 if smoke else 500_000, drain_timeout_s=60 if smoke else 180, paced=10_000
+        ),
         "replay": None,  # run in a child process below
         "dedup": None,  # likewise
     }

@@ -25,6 +25,30 @@ create table if not exists {table} (
 create index if not exists {ts_index} on {table} (ts, event_type)
 """
 COLUMNS = ("event_id", "event_type", "source", "ts", "user_id", "value", "attributes")
+_COLUMNS = ", ".join(COLUMNS)
+
+# How the PostgreSQL sink stages a batch: the events' JSON as it came (one jsonb per line), or rows
+# parsed in Python when PostgreSQL reads a field of the JSON differently. Staged, then inserted with
+# the legacy table's own dedup: an event forwarded twice is stored once.
+JSON_STAGE, ROW_STAGE = "json", "rows"
+STAGES = {
+    JSON_STAGE: "create temp table if not exists legacy_stage_json (doc jsonb) on commit delete rows",
+    ROW_STAGE: "create temp table if not exists legacy_stage_rows (like {t}) on commit delete rows",
+}
+INSERTS = {
+    JSON_STAGE: (
+        f"insert into {{t}} ({_COLUMNS}) select doc->>'event_id', doc->>'event_type',"
+        " coalesce(doc->>'source', 'unknown'), (doc->>'timestamp')::timestamptz, doc->>'user_id',"
+        " (doc->>'value')::float8, doc->'attributes' from legacy_stage_json on conflict (event_id) do nothing"
+    ),
+    ROW_STAGE: (
+        f"insert into {{t}} ({_COLUMNS}) select {_COLUMNS} from legacy_stage_rows on conflict (event_id) do nothing"
+    ),
+}
+# CSV with a delimiter and a quote that valid JSON cannot hold unescaped (control characters): each
+# line is one field, verbatim, with no escaping to do.
+COPY_DOCUMENTS = "copy legacy_stage_json (doc) from stdin (format csv, delimiter e'\\x02', quote e'\\x01')"
+COPY_ROWS = f"copy legacy_stage_rows ({_COLUMNS}) from stdin"
 
 _decode = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode

@@ -55,7 +55,9 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
     # with it up (and nothing dropped), the comparison finds both systems equal.
     assert figures["dualwrite_postgres_all_accounted"] is True and figures["dualwrite_down_all_accounted"] is True
     assert figures["dualwrite_down_forwarded"] == 0 and figures["dualwrite_down_dropped"] > 0
-    if figures["dualwrite_postgres_dropped"] == 0:
-        assert figures["compare_legacy_events"] == figures["compare_tally_events"] == 20_000
-        assert figures["compare_differing_event_types"] == 0
+    for run in ("postgres", "postgres_paced"):
+        forwarded, accepted = figures[f"dualwrite_{run}_forwarded"], figures[f"dualwrite_{run}_accepted"]
+        assert figures[f"compare_{run}_legacy_events"] == forwarded
+        assert figures[f"compare_{run}_tally_events"] == accepted == 20_000
+        assert (figures[f"compare_{run}_differing_event_types"] == 0) == (forwarded == accepted)
     assert "e2e_events_per_s" in r.stdout  # the table is printed
