@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 
 from tally.sketch import Hll
 
@@ -153,40 +153,49 @@ async def run(
         rows=sql.SQL(" union all ").join(selects),
         order=sql.SQL("").join(g + sql.SQL(", ") for g in groups),
     )
-    series: dict[tuple, list[dict]] = {}
-    n = len(groups)
-    step = GRANULARITIES[q.granularity]
-    points = 0
     async with conn.cursor() as cur:
         await cur.execute(query, params)
-        async for row in cur:
-            points += 1
-            if max_points is not None and points > max_points:
-                raise TooManyPoints(max_points)
-            t, key = row[0], tuple(row[1 : 1 + n])
-            count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n : 8 + n]
-            named = q.named.values(row[8 + n :]) if q.named is not None else {}
-            point: dict = {"t": t}
-            for m in q.metrics:
-                if m == "count":
-                    point["count"] = count
-                elif m == "sum":
-                    point["sum"] = vsum if vcount else None
-                elif m == "min":
-                    point["min"] = vmin
-                elif m == "max":
-                    point["max"] = vmax
-                elif m == "avg":
-                    point["avg"] = vsum / vcount if vcount else None
-                elif m == "unique_users":
-                    point["unique_users"] = round(uniq if has_hll else _merge_card(uniq)) if uniq is not None else 0
-                elif m == "late_count":
-                    point["late_count"] = late
-                else:
-                    point[m] = named[m]
-            # Final: no event can change this point any more (its part of the range is closed).
-            point["final"] = final_before is not None and min(t + step, q.end) <= final_before
-            series.setdefault(key, []).append(point)
+        return await collect(cur, q, has_hll, final_before, max_points)
+
+
+async def collect(
+    cur: AsyncCursor, q: AggregateQuery, has_hll: bool, final_before: datetime | None, max_points: int | None
+) -> list[dict]:
+    """The answer's series from rows of (t, *groups, count, sum, min, max, value count, users, late,
+    *named): sorted by group, points sorted by time; TooManyPoints past `max_points`. Shared with the
+    legacy store (tally.legacy.store), whose rows have this shape too."""
+    series: dict[tuple, list[dict]] = {}
+    n = len(q.group_by)
+    step = GRANULARITIES[q.granularity]
+    points = 0
+    async for row in cur:
+        points += 1
+        if max_points is not None and points > max_points:
+            raise TooManyPoints(max_points)
+        t, key = row[0], tuple(row[1 : 1 + n])
+        count, vsum, vmin, vmax, vcount, uniq, late = row[1 + n : 8 + n]
+        named = q.named.values(row[8 + n :]) if q.named is not None else {}
+        point: dict = {"t": t}
+        for m in q.metrics:
+            if m == "count":
+                point["count"] = count
+            elif m == "sum":
+                point["sum"] = vsum if vcount else None
+            elif m == "min":
+                point["min"] = vmin
+            elif m == "max":
+                point["max"] = vmax
+            elif m == "avg":
+                point["avg"] = vsum / vcount if vcount else None
+            elif m == "unique_users":
+                point["unique_users"] = round(uniq if has_hll else _merge_card(uniq)) if uniq is not None else 0
+            elif m == "late_count":
+                point["late_count"] = late
+            else:
+                point[m] = named[m]
+        # Final: no event can change this point any more (its part of the range is closed).
+        point["final"] = final_before is not None and min(t + step, q.end) <= final_before
+        series.setdefault(key, []).append(point)
     # Sorted here, not by the database's collation, so cached and uncached answers agree.
     return [{"group": dict(zip(q.group_by, key, strict=True)), "points": pts} for key, pts in sorted(series.items())]
 

@@ -47,16 +47,7 @@ def late_event_corrections(context: dg.AssetExecutionContext, tally: TallyResour
     their cached answers for it.
     """
     settings = tally.settings()
-    window = context.partition_time_window
-    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    closed = reconcile.closed_until(settings)
-    if closed is None or closed < end:
-        raise dg.Failure(
-            description=(
-                f"the hour {start:%Y-%m-%d %H:00} UTC is not closed yet: the stream's watermark less the"
-                f" allowed lateness is {_at(closed)}; rerun once it has passed {end:%H:%M} UTC"
-            )
-        )
+    start, end = closed_hour(context, settings)
     events = duplicates = 0
     while (folded := corrections.fold_late(settings, until=end)).rows:
         events, duplicates = events + folded.events, duplicates + folded.duplicates
@@ -103,6 +94,21 @@ def reconciliation_result(mismatches: list[reconcile.Mismatch], hour: datetime) 
             ),
         },
     )
+
+
+def closed_hour(context: dg.AssetExecutionContext, settings) -> tuple[datetime, datetime]:
+    """The partition's hour, once the stream has closed it (else the run fails, saying when to rerun)."""
+    window = context.partition_time_window
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    closed = reconcile.closed_until(settings)
+    if closed is None or closed < end:
+        raise dg.Failure(
+            description=(
+                f"the hour {start:%Y-%m-%d %H:00} UTC is not closed yet: the stream's watermark less the"
+                f" allowed lateness is {_at(closed)}; rerun once it has passed {end:%H:%M} UTC"
+            )
+        )
+    return start, end
 
 
 def _at(t: datetime | None) -> str:

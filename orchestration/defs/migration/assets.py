@@ -6,13 +6,13 @@ from datetime import UTC
 
 import dagster as dg
 
+from orchestration.defs.corrections.assets import closed_hour
 from orchestration.defs.resources import TallyResource
 from orchestration.defs.stream.assets import LATE_EVENTS, RAW_EVENTS, ROLLUP_1M, STREAM_OFFSETS
 from tally.backfill import day_source
 from tally.backfill.importer import Backfill, connect_error
 from tally.legacy import compare
 from tally.settings import Settings
-from tally.storage import reconcile
 
 KEY = dg.AssetKey(["migration", "history_backfill"])
 # History reaches further back than the dbt rollups' partitions; days before this are not listed.
@@ -129,13 +129,7 @@ def legacy_comparison(context: dg.AssetExecutionContext, tally: TallyResource):
     just closed, while TALLY_LEGACY_DSN is set; materialize any hour to compare it again.
     """
     settings = tally.settings()
-    window = context.partition_time_window
-    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
-    closed = reconcile.closed_until(settings)
-    if closed is None or closed < end:
-        raise dg.Failure(
-            description=f"the hour {start:%Y-%m-%d %H:00} UTC is not closed in Tally yet; compare it once it is"
-        )
+    start, end = closed_hour(context, settings)
     try:
         result = compare.compare(settings, start, end)
     except ValueError as e:

@@ -40,6 +40,16 @@ _json = msgspec.json.Encoder()
     response_model=AggregateResult,
     summary="Aggregates over a time range",
     responses={
+        200: {
+            "description": "The aggregates, per group and time bucket.",
+            "headers": {
+                "X-Answered-By": {
+                    "description": "The system that answered: `tally`, or `legacy` during a staged rollout"
+                    " (TALLY_LEGACY_READ_SHARE).",
+                    "schema": {"type": "string", "enum": ["tally", "legacy"]},
+                }
+            },
+        },
         422: problem_response("A parameter is invalid, or the query would cost too much (with what to change)."),
         503: problem_response("PostgreSQL does not answer; retry after Retry-After.", True),
     },
