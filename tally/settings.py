@@ -141,13 +141,15 @@ class Settings(BaseSettings):
     # Migration from a legacy system (tally.legacy). Dual write: the API also forwards every accepted
     # event to the legacy side ("http": NDJSON POSTed to legacy_url; "postgres": rows into
     # legacy_table on legacy_dsn), in the background: a slow or absent legacy side never slows or
-    # fails ingest. Each API worker holds at most legacy_buffer_events waiting; beyond that new
-    # events are dropped for the legacy side only, counted in tally_legacy_dropped_events_total.
+    # fails ingest. Each API worker holds at most legacy_buffer_events (and legacy_buffer_bytes)
+    # waiting; beyond that new events are dropped for the legacy side only, counted in
+    # tally_legacy_dropped_events_total.
     legacy_sink: Literal["off", "http", "postgres"] = "off"
     legacy_url: str | None = None
     legacy_dsn: str | None = None
     legacy_table: str = Field("legacy_events", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     legacy_buffer_events: int = Field(100_000, ge=1)
+    legacy_buffer_bytes: int = Field(64 << 20, ge=1 << 20)
     legacy_batch_events: int = Field(5_000, ge=1)
     legacy_timeout_s: float = Field(5.0, gt=0)
     # The comparison (orchestration's migration/legacy_comparison, per hour and event type) fails its

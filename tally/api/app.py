@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 
 import tally
-from tally.api import metrics
+from tally.api import metrics, rollout
 from tally.api.problems import (
     ParamError,
     TooCostly,
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await rollout.stop()
             if app.state.dual_writer is not None:
                 await app.state.dual_writer.close()
             if app.state.legacy is not None:
@@ -112,7 +113,13 @@ def dual_writer(settings: Settings) -> DualWriter | None:
     sink = make_sink(settings)
     if sink is None:
         return None
-    writer = DualWriter(sink, settings.legacy_buffer_events, settings.legacy_batch_events, settings.legacy_timeout_s)
+    writer = DualWriter(
+        sink,
+        settings.legacy_buffer_events,
+        settings.legacy_batch_events,
+        settings.legacy_timeout_s,
+        settings.legacy_buffer_bytes,
+    )
     writer.start()
     return writer
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -39,12 +40,36 @@ SECONDS = Histogram(
 )
 FALLBACKS = Counter("tally_rollout_fallbacks_total", "Requests routed to the legacy store that Tally answered")
 SHADOW = Counter(
-    "tally_rollout_shadow_total", "Answers compared with the other system's: match, differ or error", ["result"]
+    "tally_rollout_shadow_total",
+    "Shadow comparisons: match, differ, error, or skipped (nothing final to compare, or too many in flight)",
+    ["result"],
 )
 SUM_TOLERANCE = 1e-9
+# Shadow queries in flight per API worker; more are skipped (counted), so that comparing never
+# takes more than this many connections from either system's pool or holds answers without bound.
+MAX_SHADOWS = 2
+# After the legacy store fails, requests go to Tally for this long before it is tried again.
+BREAK_S = 30.0
 
 _decode = msgspec.json.Decoder().decode
 _pending: set[asyncio.Task] = set()
+
+
+class Breaker:
+    """Stops routing to the legacy store for BREAK_S after it failed, so that a legacy store that is
+    down costs one request's wait, not every request's."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def closed(self) -> bool:
+        return time.monotonic() >= self.until
+
+    def failed(self) -> None:
+        self.until = time.monotonic() + BREAK_S
+
+
+breaker = Breaker()
 
 
 def legacy_can_answer(q: AggregateQuery) -> bool:
@@ -53,49 +78,68 @@ def legacy_can_answer(q: AggregateQuery) -> bool:
 
 def choose(settings: Settings, q: AggregateQuery, rng: Callable[[], float] = random.random) -> str:
     if settings.legacy_read_share and legacy_can_answer(q) and rng() < settings.legacy_read_share:
-        return "legacy"
+        if breaker.closed():
+            return "legacy"
+        FALLBACKS.inc()
     return "tally"
 
 
 def shadow(
-    answered: bytes,
-    other: Callable[[], Awaitable[tuple[bytes, datetime | None]]],
+    tally: Callable[[], Awaitable[tuple[bytes, datetime | None]]],
+    legacy: Callable[[], Awaitable[bytes]],
     step: timedelta,
     end: datetime,
     legacy_horizon: datetime,
 ) -> None:
-    """Compare an answer's series (JSON) with the other system's, in the background. `other` gives
-    the other answer and Tally's final horizon; compared are the buckets final in both systems."""
-    task = asyncio.get_running_loop().create_task(_compare(answered, other, step, end, legacy_horizon))
+    """Ask both systems (in the background, after the answer) and count whether they agree. `tally`
+    gives Tally's series with count, sum and late_count, and its final horizon; `legacy` the legacy
+    store's with count and sum."""
+    if len(_pending) >= MAX_SHADOWS:
+        SHADOW.labels("skipped").inc()
+        return
+    task = asyncio.get_running_loop().create_task(_compare(tally, legacy, step, end, legacy_horizon))
     _pending.add(task)  # the loop keeps only weak references to tasks
     task.add_done_callback(_pending.discard)
 
 
-async def _compare(answered, other, step: timedelta, end: datetime, legacy_horizon: datetime) -> None:
+async def stop() -> None:
+    """Cancel the comparisons in flight (the worker is stopping; their pools are closing)."""
+    for task in list(_pending):
+        task.cancel()
+    await asyncio.gather(*_pending, return_exceptions=True)
+
+
+async def _compare(tally, legacy, step: timedelta, end: datetime, legacy_horizon: datetime) -> None:
     try:
-        theirs, tally_horizon = await other()
+        (ours, tally_horizon), theirs = await asyncio.gather(tally(), legacy())
     except Exception as e:  # noqa: BLE001 - a shadow query failing must never reach the client
         SHADOW.labels("error").inc()
         log.info("shadow query failed: %s", e)
         return
     if tally_horizon is None:
-        return  # no bucket is final in Tally yet: nothing to compare
+        SHADOW.labels("skipped").inc()  # no bucket is final in Tally yet
+        return
     horizon = min(tally_horizon, legacy_horizon)
-    result = "match" if same_points(answered, theirs, lambda t: min(t + step, end) <= horizon) else "differ"
-    SHADOW.labels(result).inc()
+    SHADOW.labels(compare_points(ours, theirs, lambda t: min(t + step, end) <= horizon)).inc()
 
 
-def same_points(a: bytes, b: bytes, closed: Callable[[datetime], bool]) -> bool:
-    """Whether two series answers (JSON) have the same points, count exactly and sum to 1e-9
-    relative, among the buckets `closed` keeps (those both systems hold as final)."""
-    pa, pb = _points(a, closed), _points(b, closed)
-    if pa.keys() != pb.keys():
-        return False
-    for key, (ca, sa) in pa.items():
-        cb, sb = pb[key]
+def compare_points(tally: bytes, legacy: bytes, closed: Callable[[datetime], bool]) -> str:
+    """match, differ or skipped (no point to compare): the two series answers (JSON), count exactly
+    and sum to 1e-9 relative, over the buckets `closed` keeps (final in both systems) except those
+    where Tally still has late events to fold (the legacy side counts them already)."""
+    ours, theirs = _points(tally, closed), _points(legacy, closed)
+    for key in [k for k, p in ours.items() if p[2]]:
+        del ours[key]
+        theirs.pop(key, None)
+    if not ours and not theirs:
+        return "skipped"
+    if ours.keys() != theirs.keys():
+        return "differ"
+    for key, (ca, sa, _late) in ours.items():
+        cb, sb, _ = theirs[key]
         if ca != cb or (sa is None) != (sb is None) or (sa is not None and relative(sa, sb) > SUM_TOLERANCE):
-            return False
-    return True
+            return "differ"
+    return "match"
 
 
 def _points(series_json: bytes, closed: Callable[[datetime], bool]) -> dict[tuple, tuple]:
@@ -105,5 +149,5 @@ def _points(series_json: bytes, closed: Callable[[datetime], bool]) -> dict[tupl
         for p in s["points"]:
             t = datetime.fromisoformat(p["t"]).astimezone(UTC)
             if closed(t):
-                out[(group, t)] = (p.get("count"), p.get("sum"))
+                out[(group, t)] = (p.get("count"), p.get("sum"), p.get("late_count"))
     return out

@@ -1,13 +1,15 @@
 """Dual write: every event the API accepted is also forwarded to the legacy side, in the background.
 
 Ingest never waits for the legacy side: `offer` only appends to a bounded buffer (one per API
-worker) and returns. A task sends the buffer in batches; a batch that fails is retried with
-backoff while the buffer keeps filling, and once the buffer is full, further events are dropped for
-the legacy side only (they are in Tally already). Every drop is counted by reason in
-tally_legacy_dropped_events_total and logged once a minute, never silent:
-- buffer_full: the legacy side is slower than ingest or down;
-- refused: the legacy side refused the batch for good (retrying cannot help);
-- shutdown: still buffered when the worker stopped and could not be sent in legacy_timeout_s.
+worker, bounded in events and in bytes) and returns. A task sends the buffer in batches:
+- while the legacy side cannot be reached, the batch waits for it (backoff up to 5 s) and the buffer
+  keeps filling; once it is full, further events are dropped for the legacy side only (Tally has them);
+- a batch the legacy side reached but failed (an error, a timeout) is tried three times, then split in
+  halves, so that one event it cannot take never holds up the others; that event alone is dropped;
+- a batch it refuses for good is split the same way, down to the events refused.
+Every drop is counted by reason in tally_legacy_dropped_events_total and logged once a minute,
+never silent: buffer_full, refused, failed, or shutdown (still buffered when the worker stopped
+and not sent within legacy_timeout_s).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge
 
-from tally.legacy.sinks import LegacySink, Refused
+from tally.legacy.sinks import LegacySink, Refused, Unreachable
 
 log = logging.getLogger("tally.legacy")
 
@@ -29,23 +31,29 @@ FORWARDED = Counter("tally_legacy_forwarded_events_total", "Events the legacy si
 DROPPED = Counter(
     "tally_legacy_dropped_events_total", "Accepted events not forwarded to the legacy side", ["sink", "reason"]
 )
-FAILURES = Counter("tally_legacy_send_failures_total", "Batches the legacy side failed to take (retried)", ["sink"])
+FAILURES = Counter("tally_legacy_send_failures_total", "Requests to the legacy side that failed (retried)", ["sink"])
 BUFFERED = Gauge(
     "tally_legacy_buffered_events", "Events waiting to be forwarded", ["sink"], multiprocess_mode="livesum"
 )
 
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+TRIES = 3  # of a batch the legacy side reached but failed, before it is split
 REPORT_EVERY_S = 60.0
+# A batch carries at most this many bytes, whatever legacy_batch_events says: events can be up to
+# 64 KiB as sent (tally.api.routes.events), and a request or COPY must stay a sane size.
+BATCH_BYTES = 8 << 20
 
 
 class DualWriter:
-    def __init__(self, sink: LegacySink, capacity: int, batch: int, timeout_s: float):
+    def __init__(self, sink: LegacySink, capacity: int, batch: int, timeout_s: float, capacity_bytes: int):
         self.sink = sink
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         self.batch = batch
         self.timeout_s = timeout_s
         self.buffer: deque[bytes] = deque()
-        self.sending = 0  # events of the batch in flight, which count against the capacity too
+        self.bytes = 0  # of the buffer and of the batch in flight
+        self.sending = 0  # events of the batch in flight not forwarded or dropped yet
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._dropped_since_report: dict[str, int] = {}
@@ -58,12 +66,20 @@ class DualWriter:
     def offer(self, values: Sequence[bytes]) -> None:
         """Take what fits of `values` for forwarding; count the rest dropped. Never blocks."""
         room = self.capacity - len(self.buffer) - self.sending
-        if room >= len(values):
+        size = sum(map(len, values))
+        if len(values) <= room and self.bytes + size <= self.capacity_bytes:
             self.buffer.extend(values)
+            self.bytes += size
         else:
-            self.buffer.extend(values[: max(room, 0)])
-            self._drop("buffer_full", len(values) - max(room, 0))
-        self._buffered.set(len(self.buffer) + self.sending)
+            taken = 0
+            for v in values[: max(room, 0)]:
+                if self.bytes + len(v) > self.capacity_bytes:
+                    break
+                self.buffer.append(v)
+                self.bytes += len(v)
+                taken += 1
+            self._drop("buffer_full", len(values) - taken)
+        self._buffered.set(self.waiting)
         self._wake.set()
 
     @property
@@ -75,36 +91,59 @@ class DualWriter:
             await self._wake.wait()
             self._wake.clear()
             while self.buffer:
-                await self._send_next()
-
-    async def _send_next(self) -> None:
-        n = min(self.batch, len(self.buffer))
-        values = [self.buffer.popleft() for _ in range(n)]
-        self.sending = n
-        try:
-            for attempt in range(1 << 62):
+                values, size = [], 0
+                while self.buffer and len(values) < self.batch and (not values or size < BATCH_BYTES):
+                    v = self.buffer.popleft()
+                    values.append(v)
+                    size += len(v)
+                self.sending = len(values)
                 try:
-                    await asyncio.wait_for(self.sink.send(values), self.timeout_s)
-                    FORWARDED.labels(self.sink.name).inc(n)
+                    await self._deliver(values)
+                finally:
+                    self.bytes -= size
+                    self._buffered.set(self.waiting)
+
+    async def _deliver(self, values: list[bytes]) -> None:
+        """Forward `values`, or drop (counted) those the legacy side cannot take."""
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait_for(self.sink.send(values), self.timeout_s)
+                FORWARDED.labels(self.sink.name).inc(len(values))
+                self.sending -= len(values)
+                return
+            except Refused as e:
+                if len(values) == 1:
+                    self._drop("refused", 1, str(e))
+                    self.sending -= 1
                     return
-                except Refused as e:
-                    self._drop("refused", n, str(e))
+                break
+            except Exception as e:  # noqa: BLE001 - anything else may pass on a retry
+                FAILURES.labels(self.sink.name).inc()
+                if attempt == 0:
+                    log.warning("legacy %s sink failed, retrying: %s", self.sink.name, e or type(e).__name__)
+                self._report()
+                attempt += 1
+                if isinstance(e, Unreachable) or attempt < TRIES:
+                    await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+                    continue
+                if len(values) == 1:
+                    self._drop("failed", 1, f"{e or type(e).__name__}")
+                    self.sending -= 1
                     return
-                except Exception as e:  # noqa: BLE001 - anything else may pass on a retry
-                    FAILURES.labels(self.sink.name).inc()
-                    if attempt == 0:
-                        log.warning("legacy %s sink failed, retrying: %s", self.sink.name, e or type(e).__name__)
-                    self._report()
-                    await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-        finally:
-            self.sending = 0
-            self._buffered.set(len(self.buffer))
+                break
+        half = len(values) // 2
+        await self._deliver(values[:half])
+        await self._deliver(values[half:])
 
     def _drop(self, reason: str, n: int, why: str = "") -> None:
+        if not n:
+            return
         DROPPED.labels(self.sink.name, reason).inc(n)
+        if why and not self._dropped_since_report.get(reason):
+            # The first of its kind since the last report: the reason, once, not per event.
+            log.warning("legacy %s sink could not take an event (%s): %s", self.sink.name, reason, why)
         self._dropped_since_report[reason] = self._dropped_since_report.get(reason, 0) + n
-        if why:
-            log.warning("legacy %s sink refused %d events for good: %s", self.sink.name, n, why)
         self._report()
 
     def _report(self) -> None:
@@ -120,10 +159,11 @@ class DualWriter:
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), self.timeout_s)
-        # Counted before the task is stopped: a batch in flight then is as good as lost.
-        left = self.waiting
-        if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # The task is stopped: what it had not forwarded is as good as lost.
+        left = self.waiting
         if left:
             self._drop("shutdown", left)
             self._reported_at = 0.0

@@ -1,9 +1,10 @@
 """Where dual write sends events: the legacy system's own ingest over HTTP, or its PostgreSQL table.
 
 A sink's `send` takes a batch of events (one JSON document each, as the API accepted them) and
-returns once the legacy side has them. It raises `Refused` when the legacy side will never take
-this batch (the forwarder drops it and counts it), anything else when a retry can succeed. Another
-legacy system plugs in by implementing `LegacySink`.
+returns once the legacy side has them. It raises `Unreachable` when the legacy side cannot be
+reached or says it is unavailable (the forwarder waits for it), `Refused` when it will never take
+the batch (the forwarder looks for the events it refuses and drops those), anything else when it
+failed this time. Another legacy system plugs in by implementing `LegacySink`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from psycopg import sql
 from tally.legacy import table
 from tally.settings import Settings
 
-# Answers a retry can change: timeouts, rate limits, the server's own trouble.
-RETRYABLE_STATUS = frozenset({408, 425, 429})
+# Answers that say the legacy side is busy or away, not that anything is wrong with the batch.
+UNAVAILABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
 
 
 class Refused(Exception):
     """The legacy side refused the batch for good (a 4xx, or rows its table cannot hold)."""
+
+
+class Unreachable(Exception):
+    """The legacy side cannot be reached, or answers that it is unavailable: wait for it."""
 
 
 class LegacySink(Protocol):
@@ -45,11 +50,18 @@ class HttpSink:
 
     async def send(self, values: Sequence[bytes]) -> None:
         body = b"\n".join(values) + b"\n"
-        response = await self.client.post(self.url, content=body, headers={"content-type": "application/x-ndjson"})
+        try:
+            response = await self.client.post(self.url, content=body, headers={"content-type": "application/x-ndjson"})
+        except httpx.TransportError as e:
+            if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+                raise Unreachable(f"{self.url}: {e or type(e).__name__}") from e
+            raise
         if response.is_success:
             return
         reason = f"{self.url} answered {response.status_code}: {response.text[:200]}"
-        if response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
+        if response.status_code in UNAVAILABLE_STATUS:
+            raise Unreachable(reason)
+        if response.status_code < 500:
             raise Refused(reason)
         raise RuntimeError(reason)
 
@@ -70,14 +82,24 @@ class PostgresSink:
 
     async def _connect(self) -> psycopg.AsyncConnection:
         if self.conn is None or self.conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=max(1, int(self.timeout_s)),
-                options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
-            )
-            for statement in table.create(self.table):
-                await conn.execute(statement)
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self.timeout_s)),
+                    options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+                )
+            except psycopg.OperationalError as e:
+                raise Unreachable(str(e).strip().splitlines()[0] if str(e).strip() else "cannot connect") from e
+            try:
+                # Created only where missing: a legacy system's own table may not let Tally create anything.
+                found = await (await conn.execute("select to_regclass(%s)", (self.table,))).fetchone()
+                if found[0] is None:
+                    for statement in table.create(self.table):
+                        await conn.execute(statement)
+            except BaseException:
+                await conn.close()
+                raise
             self.conn = conn
         return self.conn
 
@@ -91,10 +113,11 @@ class PostgresSink:
                 await self._insert(values, table.ROW_STAGE, self._copy_rows)
         except psycopg.errors.DataError as e:
             raise Refused(f"{self.table} refused the batch: {e}") from e
-        except psycopg.Error:
+        except psycopg.Error as e:
             # A broken connection is opened again on the next try.
             if self.conn is not None and self.conn.broken:
                 await self.conn.close()
+                raise Unreachable(f"lost the connection to the legacy database: {e}") from e
             raise
 
     async def _insert(self, values: Sequence[bytes], stage: str, copy_in) -> None:

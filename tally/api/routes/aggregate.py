@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -134,7 +135,8 @@ async def get_aggregate(
             raise
         except Exception as e:  # noqa: BLE001 - the legacy side failing costs no client its answer
             rollout.FALLBACKS.inc()
-            log.warning("the legacy store failed, Tally answers: %s", e)
+            rollout.breaker.failed()
+            log.warning("the legacy store failed, Tally answers (and for %.0f s): %s", rollout.BREAK_S, e)
             system = "tally"
     if system == "tally":
         async with pg.connection() as conn:
@@ -145,7 +147,7 @@ async def get_aggregate(
     rollout.ANSWERS.labels(system).inc()
     rollout.SECONDS.labels(system).observe(time.perf_counter() - t0)
     if settings.legacy_shadow and legacy is not None and rollout.legacy_can_answer(q):
-        _shadow(system, series, state.final_before, q, pg, has_hll, final_days, settings, legacy)
+        _shadow(q, pg, has_hll, final_days, settings, legacy)
     head = _json.encode(
         {"from": start, "to": end, "granularity": granularity, "metrics": q.metrics, "group_by": q.group_by}
     )
@@ -160,19 +162,25 @@ async def _legacy_series(legacy: LegacyStore, q: aggregates.AggregateQuery, sett
     return _json.encode(await legacy.aggregate(q, final_before, settings.max_points))
 
 
-def _shadow(answered_by: str, series: bytes, tally_horizon, q, pg, has_hll, final_days, settings, legacy) -> None:
-    """Ask the system that did not answer as well, after the answer, and count whether they agree."""
+def _shadow(q, pg, has_hll, final_days, settings, legacy) -> None:
+    """Ask both systems again, after the answer, and count whether they agree."""
     lateness = timedelta(seconds=settings.allowed_lateness_s)
+    ours = replace(q, metrics=["count", "sum", "late_count"])
+    theirs = replace(q, metrics=["count", "sum"])
 
-    async def other() -> tuple[bytes, datetime | None]:
-        if answered_by == "tally":
-            return await _legacy_series(legacy, q, settings), tally_horizon
+    async def tally() -> tuple[bytes, datetime | None]:
         async with pg.connection() as conn:
             state = await aggregates.stream_state(conn, settings.events_topic, settings.kafka_partitions, lateness)
             out = await final_days.series_json(
-                conn, q, has_hll, state.final_before, state.revision, settings.max_points
+                conn, ours, has_hll, state.final_before, state.revision, settings.max_points
             )
         return out, state.final_before
 
     legacy_horizon = legacy_final_before(datetime.now(UTC), lateness)
-    rollout.shadow(series, other, aggregates.GRANULARITIES[q.granularity], q.end, legacy_horizon)
+    rollout.shadow(
+        tally,
+        lambda: _legacy_series(legacy, theirs, settings),
+        aggregates.GRANULARITIES[q.granularity],
+        q.end,
+        legacy_horizon,
+    )
