@@ -26,7 +26,16 @@ def test_prometheus_scrapes_every_tally_component(stack):
 def test_alert_rules_are_loaded(stack):
     groups = _get(stack, "/api/v1/rules")["data"]["groups"]
     names = {rule["name"] for g in groups for rule in g["rules"]}
-    assert {"TallyComponentDown", "TallyLegacyDualWriteDropping", "TallyRolloutAnswersDiffer"} <= names
+    assert {
+        "TallyComponentDown",
+        "TallyIngestUnavailable",
+        "TallyWatermarkStalled",
+        "TallyStoreRetriesPersisting",
+        "TallyDeadLettersRising",
+        "TallyLateEventsRising",
+        "TallyLegacyDualWriteDropping",
+        "TallyRolloutAnswersDiffer",
+    } <= names
 
 
 def test_alert_rules_are_valid_and_their_unit_tests_pass(settings):
