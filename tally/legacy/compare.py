@@ -102,8 +102,7 @@ def compare(settings: Settings, start: datetime, end: datetime, store: LegacySto
 
 
 async def _legacy_hourly(store: LegacyStore, start: datetime, end: datetime) -> tuple[HourlyTotals, float]:
-    if isinstance(store, PostgresLegacyStore):
-        await store.open()
+    await store.open()
     try:
         t0 = time.perf_counter()
         totals = await store.hourly(start, end)

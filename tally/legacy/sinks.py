@@ -97,6 +97,9 @@ class PostgresSink:
                 if found[0] is None:
                     for statement in table.create(self.table):
                         await conn.execute(statement)
+                # The staging tables live as long as the session: created once here, not per batch.
+                for stage in table.STAGES.values():
+                    await conn.execute(sql.SQL(stage).format(t=sql.Identifier(self.table)))
             except BaseException:
                 await conn.close()
                 raise
@@ -124,7 +127,6 @@ class PostgresSink:
         conn = await self._connect()
         t = sql.Identifier(self.table)
         async with conn.transaction():
-            await conn.execute(sql.SQL(table.STAGES[stage]).format(t=t))
             await copy_in(conn, values)
             await conn.execute(sql.SQL(table.INSERTS[stage]).format(t=t))
 
