@@ -1,11 +1,9 @@
-// Tally's browser UI: a live chart from /api/aggregate and the matching raw events from
-// /api/filtered_events. Plain JS and uPlot (vendored from npm), no build step.
+// Tally's browser UI: a live chart from /api/aggregate (drawn by chart.js) and the matching raw events
+// from /api/filtered_events. Plain JS and uPlot (vendored from npm), no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
-const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
-let plot = null;
 let cursors = [null]; // cursor stack for event paging: cursors[i] fetches page i
 let page = 0;
 // Requests overlap (live refresh, user changes): an answer older than the one on screen is dropped,
@@ -46,6 +44,32 @@ async function loadTypes() {
   const known = body.series.map((s) => s.group.event_type);
   const chosen = new Set(selectedTypes());
   $("types").replaceChildren(...known.map((t) => new Option(t, t, false, chosen.has(t))));
+  narrowTypes();
+}
+
+// The type picker's filter box hides the options that do not contain what is typed (case-insensitive).
+function narrowTypes() {
+  const typed = $("typefilter").value.trim().toLowerCase();
+  const options = [...$("types").options];
+  let shown = 0;
+  for (const o of options) {
+    o.hidden = typed !== "" && !o.value.toLowerCase().includes(typed);
+    if (!o.hidden) shown += 1;
+  }
+  const total = options.length.toLocaleString();
+  const listed = typed ? `${shown.toLocaleString()} of ${total} shown` : `${total} types`;
+  $("typecount").textContent = `${listed} · ${$("types").selectedOptions.length.toLocaleString()} selected`;
+}
+
+// A plain click (or arrow key) in a list selects that option alone, which would also drop the chosen
+// types the filter hides, out of the user's sight: those keep the state they had before the change.
+let chosenTypes = new Set();
+function keepHiddenChoices() {
+  for (const o of $("types").options) {
+    if (o.hidden) o.selected = chosenTypes.has(o.value);
+  }
+  chosenTypes = new Set(selectedTypes());
+  narrowTypes();
 }
 
 // Named metrics (defined by analysts in dbt_project/, GET /api/metrics) after the built-in ones, by label.
@@ -58,6 +82,8 @@ async function loadMetrics() {
   group.label = "Named metrics";
   group.id = "named-metrics";
   for (const m of body.metrics) {
+    // A sum of rows is 0 over a bucket without rows; a min, max, ratio or expression has no value there.
+    if (m.type === "simple" && m.measure?.agg === "sum") ZERO_WHEN_EMPTY.add(m.name);
     const o = new Option(m.label, m.name, false, m.name === chosen);
     o.title = m.description || "";
     group.appendChild(o);
@@ -82,28 +108,6 @@ async function refreshChart() {
   shown.chart = seq;
   $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
   draw(body, metric, label, from, to);
-}
-
-function draw(body, metric, label, from, to) {
-  const times = [...new Set(body.series.flatMap((s) => s.points.map((p) => Date.parse(p.t) / 1000)))].sort((a, b) => a - b);
-  const index = new Map(times.map((t, i) => [t, i]));
-  const data = [times];
-  const series = [{}];
-  body.series.forEach((s, i) => {
-    const ys = new Array(times.length).fill(null);
-    s.points.forEach((p) => { ys[index.get(Date.parse(p.t) / 1000)] = p[metric]; });
-    data.push(ys);
-    series.push({ label: Object.values(s.group).join(" / ") || "all", stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, points: { show: times.length < 60 } });
-  });
-  const opts = {
-    width: Math.max(400, $("chart").clientWidth),
-    height: 320,
-    series,
-    scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
-    axes: [{}, { label }],
-  };
-  if (plot) plot.destroy();
-  plot = new uPlot(opts, data, $("chart"));
 }
 
 async function refreshEvents() {
@@ -157,14 +161,18 @@ async function refreshAll(resetPaging) {
   }
 }
 
+$("typefilter").addEventListener("input", narrowTypes);
+// Listeners on the list run before the form's (the change bubbles), so the chart asks for the kept choices.
+$("types").addEventListener("change", keepHiddenChoices);
+$("controls").addEventListener("submit", (ev) => ev.preventDefault());
 $("controls").addEventListener("change", (ev) => {
+  if (ev.target.id === "typefilter") return; // narrowing the list chooses nothing
   $("custom").hidden = $("range").value !== "custom";
   refreshAll(ev.target.id !== "live");
 });
 $("evfilters").addEventListener("submit", (ev) => { ev.preventDefault(); cursors = [null]; page = 0; refreshEvents().catch((e) => showError(e.message)); });
 $("next").addEventListener("click", () => { page += 1; refreshEvents().catch((e) => showError(e.message)); });
 $("prev").addEventListener("click", () => { page = Math.max(0, page - 1); refreshEvents().catch((e) => showError(e.message)); });
-window.addEventListener("resize", () => plot && plot.setSize({ width: $("chart").clientWidth, height: 320 }));
 
 // Live: the chart follows new data every 2 s (the dataflow writes open buckets at least that often);
 // the events table refreshes only on the first page, so paging is not disturbed.

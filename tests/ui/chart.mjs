@@ -1,0 +1,70 @@
+// Opens Tally's UI in headless Chromium, charts one event type over the last 15 minutes as count, sum
+// and avg, and prints as JSON what uPlot was given to draw (plot.data) and where the canvas put the y
+// axis's texts, for tests/e2e/test_ui.py to check. Saves a screenshot of the chart per metric.
+// Usage: node chart.mjs <url> <event type> <expected totals as JSON, {metric: sum of values}> <screenshot prefix>
+import { args, withPage } from './browser.mjs'
+
+const [url, eventType, totalsJson, shotPrefix] = args
+const totals = JSON.parse(totalsJson)
+const result = { charts: {} }
+
+// uPlot draws tick labels and the axis label on its canvas, not in the DOM: every fillText is measured
+// where it lands (through the canvas's transform, which rotates the y label), per canvas, from its
+// last full clear (the start of each redraw).
+function recordCanvasText () {
+  const proto = CanvasRenderingContext2D.prototype
+  const fillText = proto.fillText
+  const clearRect = proto.clearRect
+  proto.clearRect = function (x, y, w, h) {
+    if (x <= 0 && y <= 0 && w >= this.canvas.width && h >= this.canvas.height) this.canvas.__texts = []
+    return clearRect.call(this, x, y, w, h)
+  }
+  proto.fillText = function (text, x, y, ...rest) {
+    const m = this.measureText(text)
+    const t = this.getTransform()
+    const corners = [x - m.actualBoundingBoxLeft, x + m.actualBoundingBoxRight].flatMap((px) =>
+      [y - m.actualBoundingBoxAscent, y + m.actualBoundingBoxDescent].map((py) => t.transformPoint({ x: px, y: py })))
+    const xs = corners.map((c) => c.x)
+    const ys = corners.map((c) => c.y);
+    (this.canvas.__texts ??= []).push({
+      text: String(text),
+      rotated: t.b !== 0 || t.c !== 0,
+      box: [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)],
+    })
+    return fillText.call(this, text, x, y, ...rest)
+  }
+}
+
+await withPage(result, {}, async (page) => {
+  await page.addInitScript(recordCanvasText)
+  await page.goto(url)
+  await page.waitForSelector(`#types option[value="${eventType}"]`, { state: 'attached', timeout: 30000 })
+  // The first load's answer is awaited first: arriving late, it would stand over the choices below.
+  await page.waitForFunction(() => !document.querySelector('#error').hidden ||
+    document.querySelector('#evinfo').textContent, null, { timeout: 30000 })
+  await page.selectOption('#types', [eventType])
+  await page.selectOption('#range', '15m')
+  for (const [metric, total] of Object.entries(totals)) {
+    await page.selectOption('#metric', metric)
+    // The redraw for this metric and type: one series whose values add up to what was sent.
+    await page.waitForFunction(([m, total]) => {
+      /* global plot */
+      if (typeof plot === 'undefined' || !plot || plot.axes[1].label !== m || plot.series.length !== 2) return false
+      const sum = plot.data[1].reduce((a, v) => a + (v ?? 0), 0)
+      return Math.abs(sum - total) < 1e-6 * Math.max(1, total)
+    }, [metric, total], { timeout: 30000 })
+    result.charts[metric] = await page.evaluate(() => {
+      const { left, top, width, height } = plot.bbox
+      return {
+        times: plot.data[0],
+        values: plot.data[1],
+        label: plot.axes[1].label,
+        plot_box: [left, top, left + width, top + height],
+        canvas: [plot.ctx.canvas.width, plot.ctx.canvas.height],
+        texts: plot.ctx.canvas.__texts ?? [],
+      }
+    })
+    if (shotPrefix) await page.locator('#chart').screenshot({ path: `${shotPrefix}-${metric}.png` })
+  }
+  result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
+})
