@@ -16,7 +16,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 def component_pids() -> dict[str, list[int]]:
     out = subprocess.run([sys.executable, "-m", "tally.cli", "status", "--json"], capture_output=True, text=True)
     comps = json.loads(out.stdout)["components"]
-    return {c["name"]: [c["pid"], *(c.get("pids") or [])] for c in comps if c.get("pid")}
+    # A JMX agent (`within` its JVM) has the JVM's pid: its cost is in the JVM's figure.
+    return {c["name"]: [c["pid"], *(c.get("pids") or [])] for c in comps if c.get("pid") and not c.get("within")}
 
 
 def tree(pids: list[int]) -> set[int]:

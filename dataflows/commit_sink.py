@@ -219,7 +219,7 @@ class CommitPartition(StatelessSinkPartition[Flush]):
         if flush.commit:
             metrics.COMMITTED.labels(p).set(flush.next_offset)
         if flush.watermark is not None:
-            metrics.WATERMARK.labels(p).set(flush.watermark)
+            metrics.watermark_at(p, flush.watermark)
 
     def close(self) -> None:
         self.producer.flush(10)

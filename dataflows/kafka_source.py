@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from dataflows import metrics
 from tally.cells import Acc, Key
 from tally.settings import Settings
 from tally.storage import refused, rollup_store
@@ -97,6 +98,8 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         self.restore: Restore | None = Restore(watermark, cells, fresh, next_offset, refused_here, whole_until)
         self._checked = 0.0
         self._last_lag = 0
+        metrics.READ_LAG.labels(self.key).set(0)
+        metrics.partition_started(self.key)
 
     def next_batch(self) -> list[tuple[str, KafkaBatch]]:
         behind = self._last_lag >= self.settings.backlog_messages
@@ -116,6 +119,10 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         if offsets:
             self.next_offset = offsets[-1] + 1
             lag = self._lag()
+            metrics.MESSAGES_READ.labels(self.key).inc(len(offsets))
+            metrics.BATCHES.labels(self.key).inc()
+        if lag != self._last_lag:
+            metrics.READ_LAG.labels(self.key).set(lag)
         self._last_lag = lag
         # An empty batch still goes out: it is the tick that lets open buckets flush on time.
         caught_up = not offsets and self._caught_up()

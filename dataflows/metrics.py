@@ -1,8 +1,21 @@
 """The dataflow's Prometheus metrics; each dataflow process serves them on its own port."""
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS = Counter("tally_dataflow_events_total", "Events aggregated into rollups", ["partition"])
+MESSAGES_READ = Counter(
+    "tally_dataflow_messages_read_total", "Kafka messages read (each holds up to 1,000 events)", ["partition"]
+)
+BATCHES = Counter("tally_dataflow_batches_total", "Non-empty batches of messages read from Kafka", ["partition"])
+READ_LAG = Gauge(
+    "tally_dataflow_read_lag_messages",
+    "Messages in Kafka after the last one read, per partition (the consumer lag as this process sees it;"
+    " Prometheus computes the committed lag from Kafka's and PostgreSQL's exporters, which holds while"
+    " the dataflow is down)",
+    ["partition"],
+)
 LATE = Counter(
     "tally_dataflow_late_events_total", "Events too late for their bucket, sent to events.late", ["partition"]
 )
@@ -49,6 +62,12 @@ FLUSHES = Counter(
     ["partition", "kind"],
 )
 WATERMARK = Gauge("tally_dataflow_watermark_seconds", "Event-time watermark per partition (epoch s)", ["partition"])
+WATERMARK_LAG = Gauge(
+    "tally_dataflow_watermark_lag_seconds",
+    "Wall clock minus the partition's watermark as of its last flush, at the scrape: grows when the"
+    " partition stops flushing or its events run behind real time",
+    ["partition"],
+)
 COMMITTED = Gauge("tally_dataflow_committed_offset", "Next Kafka offset committed with the rollups", ["partition"])
 OPEN_CELLS = Gauge("tally_dataflow_open_cells", "Open minute and hour cells held in memory", ["partition"])
 GC_SECONDS = Histogram(
@@ -57,6 +76,32 @@ GC_SECONDS = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+_watermarks: dict[str, float] = {}
+DEAD_LETTER_KINDS = ("schema", "ahead", "oversized", "tombstone", "refused")
+STORES = ("kafka", "cassandra", "postgres")
+
+
+def partition_started(partition: str) -> None:
+    """Export every count of the partition at 0 from the start: a series that appears only with its
+    first event makes rate() blind to that event and leaves dashboards with "no data"."""
+    for counter in (EVENTS, MESSAGES_READ, BATCHES, LATE, DUPLICATES, ROWS, RAW):
+        counter.labels(partition)
+    for kind in DEAD_LETTER_KINDS:
+        DEAD_LETTERS.labels(partition, kind)
+    for store in STORES:
+        for kind in ("transient", "refused"):
+            STORE_FAILURES.labels(store, kind)
+
+
+def watermark_at(partition: str, watermark: float) -> None:
+    """Record the partition's watermark as of a flush; its lag is computed when Prometheus scrapes,
+    so it keeps growing while nothing is flushed."""
+    WATERMARK.labels(partition).set(watermark)
+    if partition not in _watermarks:
+        WATERMARK_LAG.labels(partition).set_function(lambda: time.time() - _watermarks[partition])
+    _watermarks[partition] = watermark
 
 
 def dead_letter_kind(reason: str) -> str:

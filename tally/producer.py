@@ -53,7 +53,12 @@ def group_messages(values: Sequence[bytes], event_ids: Sequence[str], partitions
 
 
 class ProduceError(RuntimeError):
-    """Not every message was acknowledged in time; the caller must not report them accepted."""
+    """Not every message was acknowledged in time; the caller must not report them accepted.
+    `cause` (metadata, timeout, refused, client) is the label of the 503s it causes in metrics."""
+
+    def __init__(self, message: str, cause: str = "client"):
+        super().__init__(message)
+        self.cause = cause
 
 
 class _Batch:
@@ -111,9 +116,9 @@ class BatchProducer:
                 meta = await asyncio.to_thread(self.producer.list_topics, self.topic, self.timeout_s)
                 self._partitions = len(meta.topics[self.topic].partitions) or None
             except Exception as e:
-                raise ProduceError(f"cannot read the partitions of topic {self.topic}: {e}") from e
+                raise ProduceError(f"cannot read the partitions of topic {self.topic}: {e}", "metadata") from e
             if not self._partitions:
-                raise ProduceError(f"topic {self.topic} has no partitions")
+                raise ProduceError(f"topic {self.topic} has no partitions", "metadata")
         return self._partitions
 
     async def check(self) -> None:
@@ -147,10 +152,13 @@ class BatchProducer:
             await asyncio.wait_for(asyncio.shield(batch.future), self.timeout_s)
         except TimeoutError as e:
             raise ProduceError(
-                f"Kafka did not acknowledge {batch.remaining} of {len(messages)} messages ({events} events) in time"
+                f"Kafka did not acknowledge {batch.remaining} of {len(messages)} messages ({events} events) in time",
+                "timeout",
             ) from e
         if batch.errors:
-            raise ProduceError(f"Kafka refused {len(batch.errors)} of {len(messages)} messages: {batch.errors[0]}")
+            raise ProduceError(
+                f"Kafka refused {len(batch.errors)} of {len(messages)} messages: {batch.errors[0]}", "refused"
+            )
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)

@@ -163,9 +163,18 @@ class Settings(BaseSettings):
     legacy_shadow: bool = False
 
     prometheus_port: int = 9090
+    # Where the API (/ops page) and `tally status` read Prometheus; unset: the local stack's.
+    prometheus_url: str | None = None
     # Where Prometheus finds Tally's own processes (they serve /metrics).
     api_port: int = 8000
     dataflow_metrics_port: int = 9101
+    # Exporters of the services (deploy/prometheus/): the JMX agents inside Kafka's and Cassandra's
+    # JVMs, PostgreSQL's exporter (with Tally's own queries: stored offsets, late events, runs) and
+    # the node exporter (disk space of the state directory, CPU, memory).
+    kafka_metrics_port: int = 9404
+    cassandra_metrics_port: int = 9405
+    postgres_exporter_port: int = 9187
+    node_exporter_port: int = 9100
 
     # Dagster (orchestration/): the UI's port, and the database in the stack's PostgreSQL that keeps
     # its runs, checks and sensor cursors.
@@ -236,6 +245,10 @@ class Settings(BaseSettings):
             f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password}"
         )
+
+    @property
+    def prometheus_base(self) -> str:
+        return (self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}").rstrip("/")
 
     @property
     def quality_dir(self) -> Path:

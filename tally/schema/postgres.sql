@@ -153,3 +153,15 @@ create table if not exists legacy_comparison (
     compared_at timestamptz not null default now(),
     primary key (hour, event_type)
 );
+
+-- The last run of each scheduled operation (the late-event correction with its reconciliation, the
+-- legacy comparison), written by its Dagster asset. PostgreSQL's exporter serves it to Prometheus
+-- (deploy/prometheus/postgres_queries.yml), so an alert can tell when one stops running or finds
+-- a mismatch, without Dagster's own database being read.
+create table if not exists operation_runs (
+    operation text primary key,
+    finished_at timestamptz not null,
+    hour timestamptz,                      -- the hour (partition) it ran for
+    events bigint not null default 0,      -- events it folded or compared
+    mismatches integer not null default 0  -- cells that did not agree
+);

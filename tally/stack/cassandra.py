@@ -6,6 +6,7 @@ import logging
 from string import Template
 
 from tally.settings import REPO_ROOT
+from tally.stack.exporters import jmx_agent
 from tally.stack.install import java_bin, maven_libs
 from tally.stack.service import Launch, Service, StackError, port_in_use
 
@@ -37,7 +38,13 @@ class Cassandra(Service):
             template.substitute(port=s.cassandra_port, storage_port=s.cassandra_storage_port, data_dir=self.data_dir)
         )
 
+    @property
+    def metrics_port(self) -> int:
+        return self.settings.cassandra_metrics_port
+
     def launch(self) -> Launch:
+        if port_in_use(self.metrics_port):
+            raise StackError(self.name, f"metrics port {self.metrics_port} is in use; set TALLY_CASSANDRA_METRICS_PORT")
         deploy = self.settings.deploy_dir / "cassandra"
         options = [
             line.strip()
@@ -54,6 +61,7 @@ class Cassandra(Service):
             f"-Xmx{heap}",
             *options,
             f"-javaagent:{jamm}",
+            jmx_agent(self.settings, self.name, self.metrics_port),
             f"-Dcassandra.config=file://{self.conf_dir / 'cassandra.yaml'}",
             f"-Dcassandra.storagedir={self.data_dir}",
             f"-Dcassandra.logdir={self.home / 'logs'}",

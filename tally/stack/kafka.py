@@ -7,6 +7,7 @@ import os
 import subprocess
 from string import Template
 
+from tally.stack.exporters import jmx_agent
 from tally.stack.install import java_bin, maven_libs, say
 from tally.stack.service import Launch, Service, StackError, port_in_use
 
@@ -89,8 +90,16 @@ class Kafka(Service):
             f"{self.lib}/*",
         ]
 
+    @property
+    def metrics_port(self) -> int:
+        return self.settings.kafka_metrics_port
+
     def launch(self) -> Launch:
-        return Launch([*self._java_cmd(self.settings.kafka_heap), "kafka.Kafka", str(self.properties)])
+        if port_in_use(self.metrics_port):
+            raise StackError(self.name, f"metrics port {self.metrics_port} is in use; set TALLY_KAFKA_METRICS_PORT")
+        java, *rest = self._java_cmd(self.settings.kafka_heap)
+        agent = jmx_agent(self.settings, self.name, self.metrics_port)
+        return Launch([java, agent, *rest, "kafka.Kafka", str(self.properties)])
 
     def probe(self) -> bool:
         # librdkafka logs an error every ~50 ms while nothing listens, so check the port first.

@@ -39,6 +39,10 @@ class Prometheus(Service):
             template.safe_substitute(
                 prometheus_port=s.prometheus_port,
                 api_port=s.api_port,
+                kafka_metrics_port=s.kafka_metrics_port,
+                cassandra_metrics_port=s.cassandra_metrics_port,
+                postgres_exporter_port=s.postgres_exporter_port,
+                node_exporter_port=s.node_exporter_port,
                 dataflow_targets=json.dumps(
                     [f"127.0.0.1:{s.dataflow_metrics_port + i}" for i in range(s.dataflow_processes)]
                 ),

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from tally.settings import Settings
 from tally.stack.apps import Api, Dataflow, Supervised
 from tally.stack.cassandra import Cassandra
+from tally.stack.exporters import NodeExporter, PostgresExporter, scrape_ok
 from tally.stack.install import say
 from tally.stack.kafka import Kafka
 from tally.stack.orchestrator import Dagster
@@ -24,6 +25,8 @@ def services(settings: Settings) -> list[Service]:
         Kafka(settings),
         Postgres(settings),
         Prometheus(settings),
+        PostgresExporter(settings),
+        NodeExporter(settings),
         Api(settings),
         Dataflow(settings),
         Dagster(settings),
@@ -49,10 +52,11 @@ class ComponentStatus:
     port: int
     detail: str = ""
     pids: list[int] | None = None  # for components that run several processes
+    within: str = ""  # a metrics agent inside another component's process (its pid is that one's)
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        for optional in ("detail", "pids"):
+        for optional in ("detail", "pids", "within"):
             if not d[optional]:
                 del d[optional]
         return d
@@ -70,7 +74,20 @@ def status(settings: Settings, names: list[str] | None = None) -> list[Component
         else:
             detail = f"running but not answering; see {svc.log_file}"
             out.append(ComponentStatus(svc.name, "down", pid, svc.port, detail))
+        if port := getattr(svc, "metrics_port", None):
+            out.append(_agent_status(svc, pid, port))
     return out
+
+
+def _agent_status(svc: Service, pid: int | None, port: int) -> ComponentStatus:
+    """The JMX exporter inside a JVM: up when its port serves metrics."""
+    name = f"{svc.name}-metrics"
+    if pid is None:
+        return ComponentStatus(name, "down", None, port, f"{svc.name} is not running", within=svc.name)
+    if scrape_ok(port):
+        return ComponentStatus(name, "up", pid, port, f"JMX exporter in {svc.name}'s JVM", within=svc.name)
+    detail = f"{svc.name}'s JVM does not serve metrics on this port"
+    return ComponentStatus(name, "down", pid, port, detail, within=svc.name)
 
 
 @dataclass

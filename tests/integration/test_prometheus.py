@@ -10,17 +10,21 @@ def _get(stack, path):
         return json.load(r)
 
 
-def test_prometheus_scrapes_every_tally_component(stack):
-    jobs = {}
-    for _ in range(30):  # the first scrape of each target happens within one interval (5 s)
+JOBS = {"prometheus", "tally-api", "tally-dataflow", "kafka", "cassandra", "postgres", "node"}
+
+
+def test_prometheus_scrapes_every_component_and_exporter(stack):
+    targets: list[dict] = []
+    for _ in range(40):  # the first scrape of each target happens within one interval (5 s)
         targets = _get(stack, "/api/v1/targets")["data"]["activeTargets"]
-        jobs = {t["labels"]["job"]: t for t in targets}
-        if jobs.get("prometheus", {}).get("health") == "up":
+        if {t["labels"]["job"] for t in targets} >= JOBS and all(t["health"] == "up" for t in targets):
             break
         time.sleep(0.5)
-    assert {"prometheus", "tally-api", "tally-dataflow"} <= set(jobs)
-    assert jobs["prometheus"]["health"] == "up"
-    assert jobs["tally-api"]["scrapeUrl"] == f"http://127.0.0.1:{stack.api_port}/metrics"
+    health = {(t["labels"]["job"], t["scrapeUrl"]): (t["health"], t["lastError"]) for t in targets}
+    assert {job for job, _url in health} == JOBS, health
+    assert all(h == "up" for h, _err in health.values()), health
+    assert ("tally-api", f"http://127.0.0.1:{stack.api_port}/metrics") in health
+    assert ("kafka", f"http://127.0.0.1:{stack.kafka_metrics_port}/metrics") in health
 
 
 def test_alert_rules_are_loaded(stack):
@@ -35,6 +39,17 @@ def test_alert_rules_are_loaded(stack):
         "TallyLateEventsRising",
         "TallyLegacyDualWriteDropping",
         "TallyRolloutAnswersDiffer",
+        "TallyLegacyComparisonDiffers",
+        "TallyConsumerLagGrowing",
+        "TallyFreshnessBeyondTarget",
+        "TallyApiErrors",
+        "TallyReconciliationMismatch",
+        "TallyCorrectionsNotRunning",
+        "TallyScrapeTargetMissing",
+        "TallyDiskFilling",
+        "TallyDiskFullSoon",
+        "tally:consumer_lag_messages",
+        "tally:freshness_seconds",
     } <= names
 
 

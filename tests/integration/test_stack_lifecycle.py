@@ -13,7 +13,11 @@ import time
 from tally.stack import runner
 from tally.stack.service import pid_alive
 
-NAMES = ["api", "cassandra", "dagster", "dataflow", "kafka", "postgres", "prometheus"]
+NAMES = sorted(
+    ["api", "cassandra", "dagster", "dataflow", "kafka", "node-exporter", "postgres", "postgres-exporter", "prometheus"]
+)
+# The JMX exporters run inside Kafka's and Cassandra's JVMs: listed, but not started on their own.
+AGENTS = ["cassandra-metrics", "kafka-metrics"]
 
 
 def tally(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -34,9 +38,12 @@ def status_json(env: dict | None = None) -> tuple[int, dict]:
 def test_status_json_lists_every_component_up_with_pid_and_port(stack):
     code, comps = status_json()
     assert code == 0
-    assert sorted(comps) == NAMES
+    assert sorted(comps) == sorted(NAMES + AGENTS)
     for c in comps.values():
         assert c["status"] == "up" and pid_alive(c["pid"])
+    assert comps["kafka-metrics"]["pid"] == comps["kafka"]["pid"] and comps["kafka-metrics"]["within"] == "kafka"
+    assert comps["cassandra-metrics"]["port"] == stack.cassandra_metrics_port
+    assert comps["postgres-exporter"]["port"] == stack.postgres_exporter_port
     assert comps["kafka"]["port"] == stack.kafka_port
     assert comps["postgres"]["port"] == stack.pg_port
     # Dagster's code server, webserver and daemon, under one supervisor, on the port its setting names.

@@ -42,9 +42,22 @@ def test_unknown_component_is_refused_by_name():
 
 
 def test_components_have_distinct_ports_and_names():
-    svcs = services(Settings())
-    assert len({s.port for s in svcs}) == len(svcs)
-    assert [s.name for s in svcs] == ["cassandra", "kafka", "postgres", "prometheus", "api", "dataflow", "dagster"]
+    s = Settings()
+    svcs = services(s)
+    ports = [svc.port for svc in svcs] + [s.kafka_metrics_port, s.cassandra_metrics_port]
+    ports += [s.dataflow_metrics_port + i for i in range(1, s.dataflow_processes)]
+    assert len(set(ports)) == len(ports)
+    assert [svc.name for svc in svcs] == [
+        "cassandra",
+        "kafka",
+        "postgres",
+        "prometheus",
+        "postgres-exporter",
+        "node-exporter",
+        "api",
+        "dataflow",
+        "dagster",
+    ]
 
 
 def test_pid_file_naming_a_strangers_process_is_not_ours(tmp_path):

@@ -7,7 +7,7 @@ import dagster as dg
 
 from orchestration.defs.resources import TallyResource
 from orchestration.defs.stream.assets import LATE_EVENTS, RAW_EVENTS
-from tally.storage import corrections, reconcile
+from tally.storage import corrections, operation_runs, reconcile
 
 KEY = dg.AssetKey(["corrections", "late_event_corrections"])
 RECONCILED = "reconciled"
@@ -52,6 +52,7 @@ def late_event_corrections(context: dg.AssetExecutionContext, tally: TallyResour
     while (folded := corrections.fold_late(settings, until=end)).rows:
         events, duplicates = events + folded.events, duplicates + folded.duplicates
     mismatches = reconcile.reconcile(settings, start, end)
+    operation_runs.record(settings, "late_event_corrections", start, events, len(mismatches))
     yield dg.MaterializeResult(
         metadata={
             "folded_events": dg.MetadataValue.int(events),

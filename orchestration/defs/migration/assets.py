@@ -13,6 +13,7 @@ from tally.backfill import day_source
 from tally.backfill.importer import Backfill, connect_error
 from tally.legacy import compare
 from tally.settings import Settings
+from tally.storage import operation_runs
 
 KEY = dg.AssetKey(["migration", "history_backfill"])
 # History reaches further back than the dbt rollups' partitions; days before this are not listed.
@@ -137,6 +138,7 @@ def legacy_comparison(context: dg.AssetExecutionContext, tally: TallyResource):
     compare.save(settings, result)
     differing = result.differing
     totals = result.totals()
+    operation_runs.record(settings, "legacy_comparison", start, int(totals["tally_count"]), len(differing))
     rows = "\n".join(
         f"| {r.event_type} | {r.legacy_count:,} | {r.tally_count:,} | {r.legacy_sum:,.6g} | {r.tally_sum:,.6g}"
         f" | {r.difference:.3%} |"

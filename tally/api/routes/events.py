@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -47,6 +49,7 @@ async def post_events(
     try:
         ndjson = is_ndjson(request)
         body = await read_body(request, settings.max_body_bytes)
+        metrics.BODY_BYTES.observe(len(body))
         # Far-future event times would hold their buckets open and escape dedup: refused here.
         not_after = datetime.now(UTC) + timedelta(seconds=settings.max_ahead_s)
         if ndjson:
@@ -57,13 +60,15 @@ async def post_events(
     except UnsupportedMediaType as e:
         return problem(415, "Unsupported media type", str(e))
     except TooLarge:
+        metrics.BODY_BYTES.observe(settings.max_body_bytes + 1)
         return problem(
             413, "Body too large", f"the body exceeds {settings.max_body_bytes} bytes (received or decompressed)"
         )
     except BodyError as e:
         return problem(400, "Unreadable body", str(e))
     result = {"accepted": 0, "rejected": len(errors), "errors": [e.as_dict() for e in errors]}
-    metrics.REJECTED.inc(len(errors))
+    for field, n in Counter(metrics.rejected_field(e.field) for e in errors).items():
+        metrics.REJECTED.labels(field).inc(n)
     if not events:
         return Response(_json.encode(result), status_code=422, media_type="application/json")
     if ndjson:
@@ -74,16 +79,18 @@ async def post_events(
             values = [v if len(v) <= MAX_LINE_AS_SENT else encode_event(e) for v, e in zip(values, events, strict=True)]
     else:
         values = [encode_event(e) for e in events]
+    t0 = time.perf_counter()
     try:
         await producer.send_events(values, [e.event_id for e in events])
     except ProduceError as e:
-        metrics.UNAVAILABLE.inc(len(events))
+        metrics.UNAVAILABLE.labels(e.cause).inc(len(events))
         return problem(
             503,
             "Kafka unavailable",
             f"the request was not accepted; send it again (events of it that did reach Kafka are counted once): {e}",
             headers={"Retry-After": str(settings.retry_after_s)},
         )
+    metrics.PRODUCE_SECONDS.observe(time.perf_counter() - t0)
     result["accepted"] = len(events)
     metrics.ACCEPTED.inc(len(events))
     if dual_writer is not None:
