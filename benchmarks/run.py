@@ -28,6 +28,7 @@ from benchmarks import (
     migration,
     named_metrics,
     queries,
+    scrape_cost,
 )
 from benchmarks.common import RESULTS
 from tally.settings import get_settings
@@ -73,7 +74,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         nargs="*",
-        help="ingest kafka e2e catchup freshness queries metrics idle replay dedup backfill dualwrite",
+        help="ingest kafka e2e catchup freshness queries metrics idle scrape replay dedup backfill dualwrite",
     )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -105,6 +106,7 @@ def main() -> None:
         ),
         "metrics": lambda: named_metrics.run(s, None, 3 if smoke else 25, 3 if smoke else 40),
         "idle": lambda: idle.run(s, 10 if smoke else 300),
+        "scrape": lambda: scrape_cost.run(s, 10 if smoke else 300),
         "backfill": lambda: backfill.run(
             s, 20_000 if smoke else 2_000_000, 100 if smoke else 10_000, beside_live=not smoke
         ),

@@ -70,21 +70,49 @@ def stack_status(
     components: Components = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show each component as up/down with pid and port; exit 1 if any is down."""
+    """Show each component as up/down with pid and port, and (for the whole stack) the pipeline's key
+    figures and the alerts firing, from Prometheus; exit 1 if any component is down."""
+    from tally.ops import figures
+
     s = get_settings()
     try:
         rows = runner.status(s, components)
     except StackError as e:
         _fail(e)
+    read = figures.read(s.prometheus_base) if not components else None
     if as_json:
-        typer.echo(json.dumps({"components": [r.as_dict() for r in rows]}))
+        out: dict = {"components": [r.as_dict() for r in rows]}
+        if isinstance(read, tuple):
+            out.update(figures.as_json(*read))
+        elif read is not None:
+            out["figures_error"] = read
+        typer.echo(json.dumps(out))
     else:
         for r in rows:
             colour = "green" if r.status == "up" else "red"
             pid = str(r.pid) if r.pid else "-"
-            typer.secho(f"  {r.name:<11} {r.status:<5} pid {pid:<8} port {r.port:<6} {r.detail}", fg=colour)
+            typer.secho(f"  {r.name:<18} {r.status:<5} pid {pid:<8} port {r.port:<6} {r.detail}", fg=colour)
+        _print_figures(read)
     if any(r.status != "up" for r in rows):
         raise typer.Exit(1)
+
+
+def _print_figures(read) -> None:
+    from tally.ops import figures
+
+    if read is None:
+        return
+    if isinstance(read, str):
+        typer.secho(f"\n  figures: {read}", fg="yellow")
+        return
+    values, alerts = read
+    typer.echo("\n  pipeline (Prometheus, last minute)")
+    for f in values:
+        typer.echo(f"  {f.label:<42} {figures.describe(f):>12}")
+    for a in alerts:
+        labels = a["labels"]
+        where = " ".join(f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "severity"))
+        typer.secho(f"  ALERT {labels.get('alertname')} ({labels.get('severity')}) {where}", fg="red")
 
 
 @stack.command("logs")

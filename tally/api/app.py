@@ -26,11 +26,12 @@ from tally.api.problems import (
     too_costly_handler,
     validation_error_handler,
 )
-from tally.api.routes import aggregate, docs, events, filtered_events, named_metrics, ops, quality
+from tally.api.routes import aggregate, docs, events, filtered_events, named_metrics, ops, ops_panels, quality
 from tally.api.stores import HllSupport, RawStore, rollup_pool
 from tally.legacy.forwarder import DualWriter
 from tally.legacy.sinks import make_sink
 from tally.legacy.store import PostgresLegacyStore
+from tally.ops.prometheus import Prometheus, PrometheusUnavailable
 from tally.producer import BatchProducer
 from tally.semantic.manifest_file import ManifestFile
 from tally.settings import Settings, get_settings
@@ -57,10 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.named_metrics = ManifestFile(settings.semantic_manifest_path)
         app.state.dual_writer = dual_writer(settings)
         app.state.legacy = await legacy_store(settings)
+        app.state.prometheus = Prometheus(settings.prometheus_base)
+        metrics.start()
         try:
             yield
         finally:
             await rollout.stop()
+            await app.state.prometheus.close()
             if app.state.dual_writer is not None:
                 await app.state.dual_writer.close()
             if app.state.legacy is not None:
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(error, store_unavailable("PostgreSQL"))
     for error in (NoHostAvailable, DriverException):
         app.add_exception_handler(error, store_unavailable("Cassandra"))
+    app.add_exception_handler(PrometheusUnavailable, store_unavailable("Prometheus"))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     @app.middleware("http")
@@ -101,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         return response
 
-    routers = [module.router for module in (events, aggregate, named_metrics, filtered_events, ops, docs, quality)]
+    modules = (events, aggregate, named_metrics, filtered_events, ops, ops_panels, docs, quality)
+    routers = [module.router for module in modules]
     for router in routers:
         app.include_router(router)
     methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}

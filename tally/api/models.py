@@ -126,3 +126,30 @@ class Problem(BaseModel):
     status: int
     detail: str = Field(description="The field or parameter and the reason, for a person to read.")
     errors: list[ProblemError] | None = Field(None, description="Each field at fault and why, for a program.")
+
+
+class OpsPanel(BaseModel):
+    id: str = Field(description="Ask for its data at /api/ops/panels/{id}.")
+    title: str
+    description: str
+    unit: str = Field(description="Grafana's unit id: ops (per second), s, bytes, short, percentunit.")
+    kind: str = Field(description="timeseries, or stat (one current value).")
+
+
+class OpsSeries(BaseModel):
+    name: str
+    points: list[tuple[float, float | None]] = Field(description="(epoch seconds, value); null where no value.")
+
+
+class OpsPanelData(BaseModel):
+    panel: OpsPanel
+    minutes: int
+    series: list[OpsSeries]
+
+
+class OpsAlert(BaseModel):
+    name: str
+    severity: str
+    summary: str
+    since: str | None = Field(description="When it started firing (RFC 3339), as Prometheus says.")
+    labels: dict[str, str]

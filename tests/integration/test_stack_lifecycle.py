@@ -144,3 +144,23 @@ def test_supervisor_restarts_a_killed_dataflow_process_and_status_lists_every_pi
         time.sleep(0.5)
     else:
         raise AssertionError(f"dataflow process {pids[0]} was not replaced: {comps['dataflow']}")
+
+
+def test_status_shows_the_pipelines_figures_and_alerts_from_prometheus(stack):
+    r = tally("status", "--json")
+    out = json.loads(r.stdout)
+    assert set(out["figures"]) == {
+        "events_in_per_s",
+        "events_counted_per_s",
+        "consumer_lag_messages",
+        "freshness_s",
+        "watermark_lag_s",
+        "alerts_firing",
+    }
+    assert out["figures"]["alerts_firing"] == len(out["alerts"])
+    text = tally("status").stdout
+    assert "pipeline (Prometheus, last minute)" in text and "consumer lag, worst partition" in text
+    # Prometheus down: the components are still listed, and the figures say why they are missing.
+    r = tally("status", "--json", env={"TALLY_PROMETHEUS_URL": "http://127.0.0.1:9"})
+    out = json.loads(r.stdout)
+    assert out["components"] and "did not answer" in out["figures_error"]
