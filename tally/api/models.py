@@ -129,7 +129,7 @@ class Problem(BaseModel):
 
 
 class OpsPanel(BaseModel):
-    id: str = Field(description="Ask for its data at /api/ops/panels/{id}.")
+    id: str = Field(description="Ask for its data at /api/ops/series?panel={id}.")
     title: str
     description: str
     unit: str = Field(description="Grafana's unit id: ops (per second), s, bytes, short, percentunit.")

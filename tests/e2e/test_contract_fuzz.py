@@ -81,6 +81,9 @@ def test_the_contract_covers_every_operation(contract):
         "GET /readyz",
         "GET /metrics",
         "GET /quality/{path}",
+        "GET /api/ops/panels",
+        "GET /api/ops/series",
+        "GET /api/ops/alerts",
     }
     body = contract.raw_schema["paths"]["/api/events"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "application/x-ndjson"}

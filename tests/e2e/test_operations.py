@@ -153,7 +153,8 @@ def test_the_operations_page_draws_live_charts_and_the_alerts(api, stack, load, 
 
 
 def test_ops_endpoints_refuse_what_they_do_not_serve(api):
-    r = api.get("/api/ops/panels/up%20or%20vector(1)")
-    assert r.status_code == 422 and "panel_id" in r.text and "consumer_lag" in r.text
-    assert api.get("/api/ops/panels/events", params={"minutes": 0}).status_code == 422
-    assert api.get("/api/ops/panels/events", params={"minutes": 10_000}).status_code == 422
+    r = api.get("/api/ops/series", params={"panel": "up or vector(1)"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "panel" and "consumer_lag" in r.text
+    assert api.get("/api/ops/series", params={"panel": "events", "minutes": 0}).status_code == 422
+    assert api.get("/api/ops/series", params={"panel": "events", "minutes": 10_000}).status_code == 422
+    assert api.get("/api/ops/series", params={"panel": "events"}).status_code == 200

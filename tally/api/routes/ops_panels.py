@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
+from tally.api.contract import problem_response
 from tally.api.models import OpsAlert, OpsPanel, OpsPanelData, OpsSeries
 from tally.api.problems import ParamError
 from tally.ops.panels import Panel, ops_panels, panels
@@ -31,26 +32,27 @@ async def list_panels() -> list[OpsPanel]:
 
 
 @router.get(
-    "/api/ops/panels/{panel_id}",
+    "/api/ops/series",
     response_model=OpsPanelData,
     summary="One panel's series over the last minutes",
     responses={
-        422: {"description": "No panel has this id (the message lists those that do), or minutes is out of range."},
-        503: {"description": "Prometheus does not answer."},
+        422: problem_response("No panel has this id (the message lists those that do), or minutes is out of range."),
+        503: problem_response("Prometheus does not answer; retry after Retry-After.", True),
     },
 )
 async def panel_data(
     request: Request,
-    panel_id: Annotated[str, Path(max_length=64)],
+    panel: Annotated[str, Query(max_length=64, description="A panel's id, from /api/ops/panels.")],
     minutes: Annotated[int, Query(ge=1, le=1440, description="How far back, up to a day.")] = 15,
 ) -> OpsPanelData:
-    panel = _PANELS.get(panel_id)
-    if panel is None:
-        raise ParamError("panel_id", f"no panel {panel_id!r}; known: {', '.join(sorted(_PANELS))}")
+    # A query parameter, not a path segment: whatever a client sends, the answer is this route's.
+    found = _PANELS.get(panel)
+    if found is None:
+        raise ParamError("panel", f"no panel {panel!r}; known: {', '.join(sorted(_PANELS))}")
     prom = _prometheus(request)
-    series = await (prom.panel_now(panel) if panel.kind == "stat" else prom.panel_range(panel, minutes))
+    series = await (prom.panel_now(found) if found.kind == "stat" else prom.panel_range(found, minutes))
     return OpsPanelData(
-        panel=_model(panel), minutes=minutes, series=[OpsSeries(name=s.name, points=s.points) for s in series]
+        panel=_model(found), minutes=minutes, series=[OpsSeries(name=s.name, points=s.points) for s in series]
     )
 
 
@@ -58,7 +60,7 @@ async def panel_data(
     "/api/ops/alerts",
     response_model=list[OpsAlert],
     summary="Alerts firing now",
-    responses={503: {"description": "Prometheus does not answer."}},
+    responses={503: problem_response("Prometheus does not answer; retry after Retry-After.", True)},
 )
 async def firing_alerts(request: Request) -> list[OpsAlert]:
     alerts = await _prometheus(request).firing()

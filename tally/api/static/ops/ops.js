@@ -143,7 +143,7 @@ async function refresh() {
   const errors = [];
   const jobs = state.panels.map(async (panel) => {
     try {
-      const data = await getJSON(`/api/ops/panels/${panel.id}?minutes=${minutes}`);
+      const data = await getJSON(`/api/ops/series?panel=${encodeURIComponent(panel.id)}&minutes=${minutes}`);
       const el = $(`panel-${panel.id}`);
       (panel.kind === "stat" ? drawStat : drawChart)(el, data);
     } catch (e) {
