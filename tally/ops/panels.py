@@ -54,7 +54,7 @@ FRESHNESS = Panel(
     "How long events may have waited to be counted, per partition: the age of its"
     " last commit while messages wait (target: 2 s p99; alert beyond 60 s).",
     "s",
-    _q("tally:freshness_seconds", "partition {{partition}}"),
+    _q("tally:freshness_seconds", "{{topic}} p{{partition}}"),
     ops_page=True,
 )
 WATERMARK_LAG = Panel(
@@ -63,7 +63,7 @@ WATERMARK_LAG = Panel(
     "Wall clock minus each partition's committed watermark (its newest event"
     " time). Flat and small while healthy; climbing steadily means the partition stopped committing.",
     "s",
-    _q("tally:watermark_lag_seconds", "partition {{partition}}"),
+    _q("tally:watermark_lag_seconds", "{{topic}} p{{partition}}"),
     ops_page=True,
 )
 CONSUMER_LAG = Panel(
@@ -72,7 +72,7 @@ CONSUMER_LAG = Panel(
     "Messages in Kafka after the offset stored with each partition's rollups"
     " (up to 1,000 events a message). Grows while the dataflow is down or slower than ingest.",
     "short",
-    _q("tally:consumer_lag_messages", "partition {{partition}}"),
+    _q("tally:consumer_lag_messages", "{{topic}} p{{partition}}"),
     ops_page=True,
 )
 FIRING = Panel(

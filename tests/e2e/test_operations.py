@@ -84,7 +84,11 @@ def test_exporters_serve_what_the_alerts_and_dashboards_read(stack, load):
         missing = [q for q in wanted if not query(stack, q)]
         time.sleep(2)
     assert not missing, f"no series for {missing}"
-    lag = {r["metric"]["partition"]: float(r["value"][1]) for r in query(stack, "tally:consumer_lag_messages")}
+    # Other tests run pipelines on topics of their own (some deleted since): only the stack's topic here.
+    lag = {
+        r["metric"]["partition"]: float(r["value"][1])
+        for r in query(stack, f'tally:consumer_lag_messages{{topic="{topic}"}}')
+    }
     assert set(lag) == {str(p) for p in range(stack.kafka_partitions)}
     # The dataflow keeps up with 2,000 events/s: a few messages wait at most, never a growing backlog.
     assert all(0 <= v < 1000 for v in lag.values()), lag
@@ -136,6 +140,10 @@ def test_the_dashboards_are_generated_and_decode_through_the_sdk(tmp_path):
 
 
 def test_the_operations_page_draws_live_charts_and_the_alerts(api, stack, load, driver):
+    def firing() -> str:
+        return str(int(float(query(stack, 'count(ALERTS{alertstate="firing"}) or vector(0)')[0]["value"][1])))
+
+    before = firing()
     seen = driver("ops.mjs", str(api.base_url), str(SCREENSHOT))
     assert not seen["errors"] and not seen["blocked"] and not seen["failed"], seen
     assert seen["url"] == "/ops/" and seen["error"] == ""
@@ -147,8 +155,8 @@ def test_the_operations_page_draws_live_charts_and_the_alerts(api, stack, load, 
         else:
             assert p["stat"] and not p["empty"], p
     assert drawn["events"]["series"] == 2  # accepted and counted
-    firing = query(stack, 'count(ALERTS{alertstate="firing"}) or vector(0)')
-    assert seen["alertCount"] == str(int(float(firing[0]["value"][1])))
+    # What Prometheus says is firing, as of before or after the page's last refresh.
+    assert seen["alertCount"] in (before, firing()), (before, seen["alertCount"])
     assert SCREENSHOT.stat().st_size > 20_000
 
 

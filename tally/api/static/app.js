@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
+const MAX_EVENT_TYPES = 100;
 let cursors = [null]; // cursor stack for event paging: cursors[i] fetches page i
 let page = 0;
 // Requests overlap (live refresh, user changes): an answer older than the one on screen is dropped,
@@ -111,7 +112,10 @@ async function refreshChart() {
 }
 
 async function refreshEvents() {
-  const types = selectedTypes().length ? selectedTypes() : [...$("types").options].map((o) => o.value);
+  // Nothing chosen: the types the filter shows, as many as /api/filtered_events takes in one request
+  // (tally.api.params.MAX_FILTER_VALUES); with thousands of types, all of them would be refused.
+  const shown = [...$("types").options].filter((o) => !o.hidden).map((o) => o.value);
+  const types = selectedTypes().length ? selectedTypes() : shown.slice(0, MAX_EVENT_TYPES);
   const tbody = $("events").tBodies[0];
   if (!types.length) {
     tbody.replaceChildren();

@@ -13,7 +13,12 @@ function fmt(value, unit) {
   const abs = Math.abs(value);
   if (abs < 1e-9) return { ops: "0/s", s: "0 s", bytes: "0 B", percentunit: "0 %" }[unit] || "0";
   if (unit === "short" && Number.isInteger(value)) return value.toLocaleString();
-  if (unit === "s") return abs >= 100 ? `${Math.round(value)} s` : abs >= 1 ? `${value.toFixed(1)} s` : `${Math.round(value * 1000)} ms`;
+  if (unit === "s") {
+    if (abs >= 86400) return `${(value / 86400).toFixed(abs >= 864000 ? 0 : 1)} d`;
+    if (abs >= 3600) return `${(value / 3600).toFixed(1)} h`;
+    if (abs >= 100) return `${Math.round(value / 60)} min`;
+    return abs >= 1 ? `${value.toFixed(1)} s` : `${Math.round(value * 1000)} ms`;
+  }
   if (unit === "bytes") {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0, v = value;
