@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from tally.ops.panels import Panel, Query
 from tally.ops.prometheus import Prometheus, PrometheusUnavailable
 
-# (key in --json, label, unit, PromQL returning one value)
+# (key in --json, label, unit, PromQL returning one value); "alerts firing" is counted from the
+# list of alerts printed with it, read in the same request, so the two never disagree.
 FIGURES = (
     ("events_in_per_s", "events accepted /s", "ops", "tally:events_in:rate1m"),
     ("events_counted_per_s", "events counted /s", "ops", "tally:events_out:rate1m"),
     ("consumer_lag_messages", "consumer lag, worst partition (messages)", "short", "max(tally:consumer_lag_messages)"),
     ("freshness_s", "freshness, worst partition", "s", "max(tally:freshness_seconds)"),
     ("watermark_lag_s", "watermark lag, worst partition", "s", "max(tally:watermark_lag_seconds)"),
-    ("alerts_firing", "alerts firing", "short", 'count(ALERTS{alertstate="firing"}) or vector(0)'),
 )
 
 
@@ -31,12 +30,9 @@ class Figure:
 async def _read(base_url: str) -> tuple[list[Figure], list[dict]]:
     prom = Prometheus(base_url, timeout_s=3.0)
     try:
-        figures = []
-        for key, label, unit, expr in FIGURES:
-            series = await prom.panel_now(Panel(key, label, "", unit, (Query(expr),), kind="stat"))
-            value = series[0].points[0][1] if series else None
-            figures.append(Figure(key, label, unit, value))
-        return figures, await prom.firing()
+        figures = [Figure(key, label, unit, await prom.value(expr)) for key, label, unit, expr in FIGURES]
+        alerts = await prom.firing()
+        return [*figures, Figure("alerts_firing", "alerts firing", "short", len(alerts))], alerts
     finally:
         await prom.close()
 

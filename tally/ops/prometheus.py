@@ -68,11 +68,19 @@ class Prometheus:
     async def panel_now(self, panel: Panel) -> list[Series]:
         out: list[Series] = []
         for q in panel.queries:
-            data = await self._get("/api/v1/query", {"query": q.expr})
-            for r in data["result"]:
+            for r in await self.instant(q.expr):
                 t, v = r["value"]
                 out.append(Series(legend(q.legend, r["metric"], q.expr), [(float(t), _number(v))]))
         return out
+
+    async def instant(self, expr: str) -> list[dict]:
+        """The series of one instant query, as Prometheus gives them (metric, value)."""
+        return (await self._get("/api/v1/query", {"query": expr}))["result"]
+
+    async def value(self, expr: str) -> float | None:
+        """The value of a query that returns one series; None when it returns none."""
+        result = await self.instant(expr)
+        return _number(result[0]["value"][1]) if result else None
 
     async def firing(self) -> list[dict]:
         """Alerts firing now: name, severity, summary, labels and since when."""

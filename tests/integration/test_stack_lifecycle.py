@@ -157,7 +157,8 @@ def test_status_shows_the_pipelines_figures_and_alerts_from_prometheus(stack):
         "watermark_lag_s",
         "alerts_firing",
     }
-    assert out["figures"]["alerts_firing"] == len(out["alerts"])
+    assert out["figures"]["alerts_firing"] == len(out["alerts"])  # counted from the list printed with it
+    assert all(a["name"] and a["severity"] for a in out["alerts"])
     text = tally("status").stdout
     assert "pipeline (Prometheus, last minute)" in text and "consumer lag, worst partition" in text
     # Prometheus down: the components are still listed, and the figures say why they are missing.

@@ -9,23 +9,19 @@ await withPage(result, {}, async (page) => {
   await page.waitForSelector(`#types option[value="${eventType}"]`, { timeout: 30000 })
   await page.selectOption('#types', [eventType])
   await page.selectOption('#range', '15m')
-  // The table may still hold an earlier answer (all shown types, or a page cut short by the scan's
-  // time budget): wait for an answer to exactly this type and for the table to draw it.
-  const answered = page.waitForResponse((r) => {
-    const u = new URL(r.url())
-    return u.pathname === '/api/filtered_events' && u.searchParams.getAll('event_type').join() === eventType && r.ok()
-  }, { timeout: 30000 })
   await page.selectOption('#group', 'source')
   // Grouped by source: wait for the redraw that has one series per source, not the first total.
   await page.waitForFunction(() => {
     const labels = [...document.querySelectorAll('.u-legend .u-series .u-label')].map((e) => e.textContent)
     return labels.length > 2 && !labels.includes('all')
   }, null, { timeout: 30000 })
-  const expected = (await (await answered).json()).events.length
-  await page.waitForFunction(([t, n]) => {
+  // The table may hold an earlier answer (all shown types) for a while: wait for a full page of this
+  // type (the test sends 120 events of it), drawn from answers the UI continues when the server's
+  // scan budget cut them short.
+  await page.waitForFunction((t) => {
     const rows = [...document.querySelectorAll('#events tbody tr')]
-    return rows.length === n && rows.every((r) => r.children[1].textContent === t)
-  }, [eventType, expected], { timeout: 30000 })
+    return rows.length === 50 && rows.every((r) => r.children[1].textContent === t)
+  }, eventType, { timeout: 30000 })
   result.legend = await page.$$eval('.u-legend .u-series .u-label', (els) => els.map((e) => e.textContent))
   result.rows = await page.$$eval('#events tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)))
   result.next_enabled = !(await page.isDisabled('#next'))
