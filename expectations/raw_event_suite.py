@@ -30,7 +30,7 @@ from tally.events.schema import (
     UserId,
 )
 from tally.settings import Settings
-from tally.storage.raw_events import SLOT_US, us
+from tally.storage.raw_events import SLOT_US, WIDE_EARLY_US, WINDOW_US, us
 
 SUITE = "tally.raw_events"
 _strict = msgspec.json.Decoder(Event)
@@ -157,10 +157,10 @@ def _record_rules(gxe) -> list:
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="slot_offset_us",
-            min_value=0,
+            min_value=WIDE_EARLY_US - WINDOW_US,
             max_value=SLOT_US,
             strict_max=True,
-            description="an event is stored in its own second's slot",
+            description="an event is stored in its own second's slot, or its 10 s window's",
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="timestamp_s",

@@ -84,15 +84,15 @@ def _newest(session, select, shards: int, event_type: str, start: datetime, end:
     found: list[StoredEvent] = []
     hour = end_us - end_us % raw_events.HOUR_US
     while hour + raw_events.HOUR_US > start_us and len(found) < n:
-        lo = max(start_us, hour) // raw_events.SLOT_US * raw_events.SLOT_US
-        hi = min(end_us, hour + raw_events.HOUR_US - 1) // raw_events.SLOT_US * raw_events.SLOT_US
+        lo, hi, wide = raw_events.slot_bounds(start_us, end_us, hour)
+        hi = wide or hi  # a sample: the narrow rows between are as good as any
         hour_at, lo_at, hi_at = map(raw_events.from_us, (hour, lo, hi))
         futures = [
             (shard, session.execute_async(select, (event_type, hour_at, shard, lo_at, hi_at, n)))
             for shard in range(shards)
         ]
         rows = [(row.slot, shard, row.events) for shard, f in futures for row in f.result()]
-        rows.sort(key=lambda r: r[0], reverse=True)  # slots are seconds: newest chunks first
+        rows.sort(key=lambda r: r[0], reverse=True)  # newest chunks first
         for slot, shard, blob in rows:
             found += [StoredEvent(event_type, shard, slot, e) for e in _events(blob)]
             if len(found) >= n:

@@ -6,7 +6,7 @@ dataflow puts it in the late ledger and in raw storage a second time. Before the
 adds late events to the rollups, it looks at the second of raw storage of each one that was later
 than the horizon when it came (any nearer copy was caught by dedup), where every copy of the event
 is: copies share the event id (so the Kafka partition, which is the chunk's shard), the type and
-the time (so the slot).
+the time (so the slot: the second's own, or its 10 s window's).
 
 A ledgered copy sits in a chunk piece that starts at or before its own stream position; any piece
 starting after it holds a later copy. So among the pieces holding the id:
@@ -88,7 +88,7 @@ def decide(settings: Settings, late: list[LateCopy]) -> Decisions:
         cluster.shutdown()
     out = Decisions()
     for c in late:
-        holding = sorted(f for f, (ids, _lines, _ttl) in pieces[_slot(c)].items() if c.event_id in ids)
+        holding = sorted(f for f, piece in pieces[_slot(c)].items() if c.event_id in piece.ids)
         at = c.position if c.position is not None else max(holding, default=0)
         earlier = [f for f in holding if f <= at]
         drop = [f for f in holding if f > at]
@@ -105,14 +105,18 @@ def remove(settings: Settings, removals: list[Removal]) -> int:
     An id already gone (a piece already rewritten, or deleted once empty) is left as it is."""
     if not removals:
         return 0
-    drop: dict[tuple[Slot, int], set[str]] = defaultdict(set)
-    for r in removals:
-        for first in r.drop_from:
-            drop[((r.event_type, r.shard, r.second), first)].add(r.event_id)
     cluster = raw_events.cluster(settings)
     try:
         session = cluster.connect(settings.cassandra_keyspace)
-        return _rewrite(session, _read_slots(session, {slot for slot, _first in drop}), drop)
+        pieces = _read_slots(session, {(r.event_type, r.shard, r.second) for r in removals})
+        # By the piece itself: a wide row holds several seconds, whose removals must meet in one rewrite.
+        drop: dict[tuple[str, int, int, int], set[str]] = defaultdict(set)
+        for r in removals:
+            held = pieces[(r.event_type, r.shard, r.second)]
+            for first in r.drop_from:
+                if first in held:  # otherwise deleted when it lost its last event, by an earlier run
+                    drop[(r.event_type, r.shard, held[first].slot, first)].add(r.event_id)
+        return _rewrite(session, pieces, drop)
     finally:
         cluster.shutdown()
 
@@ -121,44 +125,59 @@ def _slot(c: LateCopy) -> Slot:
     return c.event_type, c.shard, c.second
 
 
-def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, tuple[list[str], list, int | None]]]:
-    """Every piece of each slot: first_offset -> (event ids, JSON lines, remaining TTL)."""
+@dataclass(frozen=True)
+class _Piece:
+    ids: list[str]
+    lines: list
+    ttl: int | None
+    slot: int  # the row's slot (us): the event's own second's, or its window's (raw_events)
+
+
+def _read_slots(session, slots: set[Slot]) -> dict[Slot, dict[int, _Piece]]:
+    """Every piece that may hold an event of each slot's second, narrow or wide: first_offset -> piece."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     select = session.prepare(
         "select first_offset, events, ttl(events) from event_chunks"
         " where event_type = ? and hour = ? and shard = ? and slot = ?"
     )
-    order = sorted(slots)
-    args = [(et, *_hour_slot(second, shard)) for et, shard, second in order]
-    out = {}
+    rows = sorted({(et, shard, row_slot) for et, shard, second in slots for row_slot in raw_events.slots_of(second)})
+    args = [(et, *_hour_slot(row_slot, shard)) for et, shard, row_slot in rows]
+    found: dict[tuple[str, int, int], dict[int, _Piece]] = {}
     results = execute_concurrent_with_args(session, select, args, concurrency=32)
-    for slot, (ok, rows) in zip(order, results, strict=True):
+    for (et, shard, row_slot), (ok, result) in zip(rows, results, strict=True):
         if not ok:
-            raise rows
-        out[slot] = {
-            first: ([i.event_id for i in _ids.decode(body)], _lines.decode(body), ttl) for first, body, ttl in rows
+            raise result
+        found[(et, shard, row_slot)] = {
+            first: _Piece([i.event_id for i in _ids.decode(body)], _lines.decode(body), ttl, row_slot)
+            for first, body, ttl in result
         }
-    return out
+    return {
+        (et, shard, second): {
+            first: piece
+            for row_slot in raw_events.slots_of(second)
+            for first, piece in found[(et, shard, row_slot)].items()
+        }
+        for et, shard, second in slots
+    }
 
 
-def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
+def _rewrite(session, pieces: dict[Slot, dict[int, _Piece]], drop: dict[tuple[str, int, int, int], set[str]]) -> int:
     from cassandra.concurrent import execute_concurrent
 
+    by_key = {(et, shard, p.slot, first): p for (et, shard, _s), held in pieces.items() for first, p in held.items()}
     insert = session.prepare(raw_events.INSERT_CHUNK)
     delete = session.prepare(raw_events.DELETE_CHUNK)
     statements, removed = [], 0
-    for ((et, shard, second), first), ids in sorted(drop.items()):
-        if first not in pieces[(et, shard, second)]:
-            continue  # deleted when it lost its last event, by an earlier run
-        piece_ids, lines, ttl = pieces[(et, shard, second)][first]
-        kept = [bytes(line) for i, line in zip(piece_ids, lines, strict=True) if i not in ids]
-        if len(kept) == len(lines):
+    for (et, shard, row_slot, first), ids in sorted(drop.items()):
+        piece = by_key[(et, shard, row_slot, first)]
+        kept = [bytes(line) for i, line in zip(piece.ids, piece.lines, strict=True) if i not in ids]
+        if len(kept) == len(piece.lines):
             continue  # already rewritten by an earlier run
-        removed += len(lines) - len(kept)
-        key = (et, *_hour_slot(second, shard), first)
+        removed += len(piece.lines) - len(kept)
+        key = (et, *_hour_slot(row_slot, shard), first)
         if kept:
-            statements.append((insert, (*key, b"[" + b",".join(kept) + b"]", ttl or 0)))
+            statements.append((insert, (*key, b"[" + b",".join(kept) + b"]", piece.ttl or 0)))
         else:
             statements.append((delete, key))
     for ok, result in execute_concurrent(session, statements, concurrency=32, raise_on_first_error=False):
@@ -167,7 +186,7 @@ def _rewrite(session, pieces, drop: dict[tuple[Slot, int], set[str]]) -> int:
     return removed
 
 
-def _hour_slot(second: int, shard: int) -> tuple:
-    """(hour, shard, slot): the clustering prefix of the chunk rows of one second and shard."""
-    hour, slot = raw_events.chunk_key(second)
+def _hour_slot(slot_us: int, shard: int) -> tuple:
+    """(hour, shard, slot): the clustering prefix of the chunk rows of one slot and shard."""
+    hour, slot = raw_events.chunk_key(slot_us)
     return hour, shard, slot

@@ -6,14 +6,17 @@ import base64
 import heapq
 import json
 import time
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import count
+from operator import itemgetter
 
 import msgspec
 
 from tally.events.schema import Event
-from tally.storage.raw_events import HOUR_US, SLOT_US, from_us, us
+from tally.storage.raw_events import HOUR_US, SLOT_US, from_us, slot_bounds, us
 
 _events = msgspec.json.Decoder(list[Event])
 
@@ -63,6 +66,9 @@ class RawEventReader:
             "select slot, events from event_chunks"
             " where event_type = ? and hour = ? and shard = ? and slot >= ? and slot <= ?"
         )
+        self.select_at = session.prepare(
+            "select slot, events from event_chunks where event_type = ? and hour = ? and shard = ? and slot = ?"
+        )
         self._encode = msgspec.json.Encoder().encode
 
     def page(self, q: RawQuery, deadline: float | None = None) -> tuple[list[bytes], Cursor | None]:
@@ -86,47 +92,37 @@ class RawEventReader:
             end_us = min(end_us, q.cursor.ts_us)
         if end_us < start_us:
             return
+        out = _Ordered(q, start_us, end_us)
         hour = end_us - end_us % HOUR_US
         while hour + HOUR_US > start_us:
-            lo = max(start_us, hour) // SLOT_US * SLOT_US
-            hi = min(end_us, hour + HOUR_US - 1) // SLOT_US * SLOT_US
+            lo, hi, wide = slot_bounds(start_us, end_us, hour)
             # Every shard's first page is requested at once: one round trip, not one per shard.
             futures = [self._start(et, hour, s, lo, hi) for et in q.event_types for s in range(self.shards)]
+            if wide is not None:  # not part of the range: the busy seconds before it are not fetched
+                futures += [self._start_at(et, hour, s, wide) for et in q.event_types for s in range(self.shards)]
             streams = [self._rows(f) for f in futures]
-            # Slots do not overlap in time, so newest-first across slots is the streams' merge;
-            # inside one slot the events of every chunk are sorted together.
-            slot_events: list[tuple[int, str, Event]] = []
+            # Newest slot first across all streams. Rows at or below a slot hold only events before
+            # it + 1 s (tally.storage.raw_events), so the events at or after that are complete when
+            # the merge reaches it, and go out sorted; earlier ones of wide rows wait for theirs.
+            pending: list[tuple[int, str, int, Event]] = []
             current = None
             for neg_slot, events in heapq.merge(*streams, key=lambda r: r[0]):
                 if neg_slot != current:
-                    yield from self._sorted(slot_events, q, start_us, end_us)
-                    if current is not None and deadline is not None and time.monotonic() > deadline:
-                        yield -current, None
+                    complete = SLOT_US - neg_slot
+                    yield from out.take(pending, complete)
+                    # Stop only once the page moved on: a wide slot can lie past the range's end.
+                    moved_on = current is not None and complete <= end_us
+                    if moved_on and deadline is not None and time.monotonic() > deadline:
+                        yield complete, None
                         return
-                    slot_events, current = [], neg_slot
-                slot_events.extend((us(e.timestamp), e.event_id, e) for e in events)
-            yield from self._sorted(slot_events, q, start_us, end_us)
+                    current = neg_slot
+                seq = out.seq
+                pending += ((-us(e.timestamp), e.event_id, next(seq), e) for e in events)
+            yield from out.take(pending, hour)
             if deadline is not None and time.monotonic() > deadline and hour > start_us:
                 yield hour, None
                 return
             hour -= HOUR_US
-
-    def _sorted(self, items, q: RawQuery, start_us: int, end_us: int) -> Iterator[tuple[int, Event]]:
-        items.sort(key=lambda t: (-t[0], t[1]))
-        seen = None
-        for ts, event_id, e in items:
-            if ts < start_us or ts > end_us or event_id == seen:
-                continue
-            seen = event_id  # an event stored twice (same id and time) is returned once
-            if q.cursor is not None and ts == q.cursor.ts_us and event_id <= q.cursor.event_id:
-                continue  # already returned: page order is (time desc, event_id asc)
-            if q.source is not None and e.source != q.source:
-                continue
-            if q.user_id is not None and e.user_id != q.user_id:
-                continue
-            if q.attrs and not _attrs_match(e.attributes or {}, q.attrs):
-                continue
-            yield ts, e
 
     def hour(self, event_type: str, hour_us: int) -> Iterator[Event]:
         """Every stored event of one type and hour, all shards (asked at once), in no order;
@@ -148,10 +144,43 @@ class RawEventReader:
         stmt.fetch_size = 200
         return self.session.execute_async(stmt)
 
+    def _start_at(self, event_type: str, hour_us: int, shard: int, slot_us: int):
+        return self.session.execute_async(self.select_at.bind((event_type, from_us(hour_us), shard, from_us(slot_us))))
+
     @staticmethod
     def _rows(future) -> Iterator[tuple[int, list[Event]]]:
         for row in future.result():  # later pages are fetched as the merge needs them
             yield -us(row.slot), _events.decode(row.events)
+
+
+class _Ordered:
+    """Events of a scan going out newest first (then by event_id), each once, filtered."""
+
+    def __init__(self, q: RawQuery, start_us: int, end_us: int):
+        self.q, self.start_us, self.end_us = q, start_us, end_us
+        self.seen: tuple[int, str] | None = None
+        self.seq = count()  # ties (an event stored twice) never compare the events themselves
+
+    def take(self, pending: list, at_or_after_us: int) -> Iterator[tuple[int, Event]]:
+        """The events of `pending` at or after `at_or_after_us`, taken out of it."""
+        pending.sort()
+        ready = bisect_right(pending, -at_or_after_us, key=itemgetter(0))
+        q, cursor = self.q, self.q.cursor
+        for neg_ts, event_id, _seq, e in pending[:ready]:
+            ts = -neg_ts
+            if ts < self.start_us or ts > self.end_us or (ts, event_id) == self.seen:
+                continue
+            self.seen = (ts, event_id)  # an event stored twice (same id and time) is returned once
+            if cursor is not None and ts == cursor.ts_us and event_id <= cursor.event_id:
+                continue  # already returned: page order is (time desc, event_id asc)
+            if q.source is not None and e.source != q.source:
+                continue
+            if q.user_id is not None and e.user_id != q.user_id:
+                continue
+            if q.attrs and not _attrs_match(e.attributes or {}, q.attrs):
+                continue
+            yield ts, e
+        del pending[:ready]
 
 
 def _attrs_match(attrs: dict, wanted: dict[str, str]) -> bool:

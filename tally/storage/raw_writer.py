@@ -1,14 +1,16 @@
-"""Writing raw events to Cassandra: one chunk row per (event_type, second) of a flush, in bounded
-pieces, small ones in unlogged batches; idempotent, so a replay overwrites instead of adding."""
+"""Writing raw events to Cassandra: one chunk row per (event_type, second) of a flush, or per
+(event_type, 10 s window) for types with few events a second, in bounded pieces, small ones in
+unlogged batches; idempotent, so a replay overwrites instead of adding."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import chain
 
 from tally.flush import RawBatch
 from tally.settings import Settings
-from tally.storage.raw_events import DELETE_CHUNK, INSERT_CHUNK, chunk_key
+from tally.storage.raw_events import DELETE_CHUNK, INSERT_CHUNK, chunk_key, narrow_slot, wide_slot
 
 # A chunk row holds at most this much. Pieces are cut at the same events whenever the same flush is
 # written again, and a restarted partition cuts its flushes where they ended before (tally.dedup).
@@ -22,6 +24,11 @@ PIECE_BYTES = 1 << 20
 # be grouped by replica.
 BATCH_BYTES = 256 << 10
 BATCH_ROWS = 200
+# Below this many events a second on average (over the seconds of its window that a flush holds), an
+# event type's events of that window go in one wide row (tally.storage.raw_events). The decision
+# depends only on the flush's events, so a replayed flush writes the same rows again. A reader's
+# newest page of such a type reads at most a window's rows: under SPARSE_PER_S x 10 events a flush.
+SPARSE_PER_S = 32
 
 
 class RefusedRows(Exception):
@@ -90,8 +97,8 @@ class RawEventWriter:
         """(statement, params or None) pairs, and the rows each carries as (params, positions)."""
         statements, rows = [], []
         batch, batch_bytes, batch_rows = None, 0, []
-        for (event_type, second), (positions, lines) in raw.chunks.items():
-            hour, slot = chunk_key(second)
+        for event_type, slot_us, positions, lines in _rows(raw):
+            hour, slot = chunk_key(slot_us)
             for start, end in _pieces(lines):
                 body = b"[" + b",".join(lines[start:end]) + b"]"
                 row = (event_type, hour, shard, slot, positions[start], body, self.ttl)
@@ -138,6 +145,26 @@ class RawEventWriter:
         from cassandra.query import BatchStatement, BatchType
 
         return BatchStatement(batch_type=BatchType.UNLOGGED)
+
+
+def _rows(raw: RawBatch) -> Iterator[tuple[str, int, list[int], list[bytes]]]:
+    """(event_type, slot in us, positions, lines) of each chunk row, before it is cut into pieces: a
+    narrow row per second of a busy type's window, one wide row for a sparse one, its events in
+    stream order (a piece's first_offset is its first position: tally.storage.late_copies)."""
+    windows: dict[tuple[str, int], list[int]] = {}
+    for event_type, second in raw.chunks:
+        windows.setdefault((event_type, wide_slot(second)), []).append(second)
+    chunks = raw.chunks
+    for (event_type, wide), seconds in windows.items():
+        held = [chunks[(event_type, second)] for second in seconds]
+        if sum(len(positions) for positions, _lines in held) >= SPARSE_PER_S * len(seconds):
+            for second, (positions, lines) in zip(seconds, held, strict=True):
+                yield event_type, narrow_slot(second), positions, lines
+        elif len(held) == 1:
+            yield event_type, wide, *held[0]
+        else:
+            pairs = sorted(chain.from_iterable(zip(positions, lines, strict=True) for positions, lines in held))
+            yield event_type, wide, [p for p, _line in pairs], [line for _p, line in pairs]
 
 
 def _pieces(lines: list[bytes]) -> Iterator[tuple[int, int]]:

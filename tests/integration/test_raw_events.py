@@ -148,3 +148,66 @@ def test_a_write_cassandra_refuses_whole_is_an_error_to_wait_out_not_a_refusal_o
     raw = RawBatch.of([(i, e, encode_event(e)) for i, e in enumerate(events)])
     with pytest.raises(InvalidRequest):
         raw_writer.RawEventWriter(session, stack.model_copy(update={"raw_ttl_s": -1})).write(raw, shard=0)
+
+
+def test_sparse_types_share_a_row_per_window_and_read_back_in_order_beside_busy_seconds(stack, session):
+    # One flush holds a sparse type (2 events a second over 25 s: 3 windows) and a busy one (100 a
+    # second); a second flush adds a busy burst inside one of the sparse type's windows, so that
+    # window holds a wide row and narrow rows, which the reader must interleave by time.
+    sparse, busy = f"raw.sparse.{uuid.uuid4().hex[:6]}", f"raw.busy.{uuid.uuid4().hex[:6]}"
+    start = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    rng = random.Random(5)
+
+    def events(event_type: str, n: int, first: int, seconds: int, tag: str) -> list[Event]:
+        return [
+            Event(
+                f"{tag}{i:04d}",
+                event_type,
+                start + timedelta(seconds=first, microseconds=rng.randrange(seconds * 10**6)),
+            )
+            for i in range(n)
+        ]
+
+    first_flush = events(sparse, 50, 0, 25, "a") + events(busy, 300, 0, 3, "b")
+    second_flush = events(sparse, 400, 12, 2, "c")  # 200 a second: narrow rows in the window 10-19
+    writer = raw_writer.RawEventWriter(session, stack)
+    for k, flush in enumerate((first_flush, second_flush)):
+        writer.write(RawBatch.of([(k << 20 | i, e, encode_event(e)) for i, e in enumerate(flush)]), shard=0)
+
+    hour = start.replace(minute=0)
+    slots = {  # ms after `start`
+        et: sorted(
+            {
+                round((r.slot.replace(tzinfo=UTC) - start).total_seconds() * 1000)
+                for r in session.execute(
+                    "select slot from event_chunks where event_type = %s and hour = %s and shard = 0", (et, hour)
+                )
+            }
+        )
+        for et in (sparse, busy)
+    }
+    assert slots[busy] == [0, 1000, 2000]  # a row per second
+    # A wide row per window, at its end less 1 ms; the burst's seconds narrow.
+    assert slots[sparse] == [9999, 12000, 13000, 19999, 29999]
+
+    everything = first_flush + second_flush
+    reader = raw_reader.RawEventReader(session, shards=1)
+    for deadline in (None, 0.0):  # whole pages, and pages cut at every slot
+        q = raw_reader.RawQuery([sparse, busy], start, start + timedelta(minutes=1), limit=37)
+        seen = []
+        while True:
+            bodies, cursor = reader.page(q, deadline=deadline)
+            seen += [msgspec.json.decode(b)["event_id"] for b in bodies]
+            if cursor is None:
+                break
+            q.cursor = cursor
+        want = [e.event_id for e in sorted(everything, key=lambda e: (-raw_events.us(e.timestamp), e.event_id))]
+        assert seen == want
+
+    # A range inside a window: only its events, though its wide row holds more.
+    q = raw_reader.RawQuery([sparse], start + timedelta(seconds=21), start + timedelta(seconds=24), limit=1000)
+    bodies, cursor = reader.page(q)
+    inside = [e for e in everything if e.event_type == sparse and 21 <= (e.timestamp - start).total_seconds() < 24]
+    assert cursor is None and sorted(msgspec.json.decode(b)["event_id"] for b in bodies) == sorted(
+        e.event_id for e in inside
+    )
