@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tally.ops.prometheus import Prometheus, PrometheusUnavailable
 
 # (key in --json, label, unit, PromQL returning one value); "alerts firing" is counted from the
-# list of alerts printed with it, read in the same request, so the two never disagree.
+# list of alerts printed with it, so the two never disagree.
 FIGURES = (
     ("events_in_per_s", "events accepted /s", "ops", "tally:events_in:rate1m"),
     ("events_counted_per_s", "events counted /s", "ops", "tally:events_out:rate1m"),
