@@ -19,6 +19,7 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import compress, repeat
+from operator import attrgetter
 from pathlib import Path
 
 from bytewax.operators import StatefulLogic
@@ -225,7 +226,7 @@ class Aggregate:
     def _drop_copies(state: PartitionState, partition: int, taken: Lines) -> None:
         if state.seen is None or not taken.events:
             return
-        first = state.seen.first_copies([e.event_id for e in taken.events], taken.positions)
+        first = state.seen.first_copies(list(map(_event_id, taken.events)), taken.positions)
         if not all(first):
             metrics.DUPLICATES.labels(str(partition)).inc(first.count(False))
             taken.keep(first)
@@ -283,6 +284,7 @@ class Aggregate:
 
 _TOO_MANY = f"message: more than {MAX_LINES} events in one Kafka message"
 _TOMBSTONE = "message: no value (a tombstone), not an event"
+_event_id = attrgetter("event_id")
 
 
 def _cut_at_replay_end(state: PartitionState, batch: KafkaBatch) -> tuple[KafkaBatch, int | None]:

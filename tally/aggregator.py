@@ -6,12 +6,15 @@ drives it stays replaceable. Nothing here does I/O.
 
 from __future__ import annotations
 
-from itertools import repeat
+from itertools import compress, repeat
 
+from tally.cell_log import CellLog
 from tally.cells import BUCKET_S, HOUR_S, Acc, Key, RollupRow, hour_of
 from tally.events.schema import Event
 from tally.flush import LINE_BITS, Flush, RawBatch, seconds_of
-from tally.sketch import hash_user
+
+# The watermark before any event (None outside this module): lower than any event's time.
+_BEFORE_TIME = -(1 << 62)
 
 
 class PartitionAggregator:
@@ -39,6 +42,7 @@ class PartitionAggregator:
         self.hours: dict[Key, Acc] = {}  # the closed minutes of each open hour, merged
         self.late: list[Event] = []
         self.late_positions: list[int] = []
+        self._log = CellLog()  # events taken since the last settle, not yet folded into their cells
 
     def restore(self, key: Key, acc: Acc, width: int = BUCKET_S) -> None:
         (self.open if width == BUCKET_S else self.hours)[key] = acc
@@ -57,51 +61,64 @@ class PartitionAggregator:
         return self.watermark is not None and bucket + width + self.allowed_lateness_s <= self.watermark
 
     def add(self, events: list[Event], seconds: list[int] | None = None, positions: list[int] | None = None) -> None:
-        """Fold events into their open cells; those of closed buckets go to the late list.
+        """Take events into their open cells; those of closed buckets go to the late list.
 
         Lateness is judged against the watermark as of the start of each Kafka message (or of the
         whole call, without positions): the order of events inside a message never changes the
         outcome, and message boundaries, unlike batch boundaries, are the same whenever the stream
-        is read again, so a replay judges every event as the first reading did."""
-        high = self.watermark
-        slack = self.allowed_lateness_s + BUCKET_S
-        # Closed buckets are those ending (with lateness) at or before this limit.
-        limit = None if high is None else high - slack
+        is read again, so a replay judges every event as the first reading did.
+
+        Only the cell of each event is looked up here; its count, value and user are folded into
+        the cell later, all cells at once (`settle`)."""
+        # Locals, and a watermark "before time" instead of None: this loop runs once per event.
+        high = _BEFORE_TIME if self.watermark is None else self.watermark
+        slack, width = self.allowed_lateness_s + BUCKET_S, BUCKET_S
+        limit = high - slack  # closed buckets are those ending (with lateness) at or before this
         next_message = 0  # the first position of the message after the current one
-        cells: dict[Key, list[Event]] = {}
+        log, opened = self._log, self.open
+        get, accs = log.index.get, log.accs
         late, late_positions = self.late, self.late_positions
+        late_before = len(late)
+        ids: list[int] = []
+        note = ids.append
         secs = seconds_of(events) if seconds is None else seconds
         for e, t, pos in zip(events, secs, repeat(-1) if positions is None else positions, strict=False):
             if pos >= next_message:  # one comparison an event: positions rise, a message at a time
                 next_message = ((pos >> LINE_BITS) + 1) << LINE_BITS
-                if high is not None:
-                    limit = high - slack
-            bucket = t - t % BUCKET_S
-            if limit is not None and bucket <= limit:
+                limit = high - slack
+            bucket = t - t % width
+            if bucket <= limit:
                 late.append(e)
                 if pos >= 0:
                     late_positions.append(pos)
+                note(-1)
                 continue
             key = (bucket, e.event_type, e.source)
-            cell = cells.get(key)
-            if cell is None:
-                cells[key] = [e]
-            else:
-                cell.append(e)
-            if high is None or t > high:
+            i = get(key)
+            if i is None:
+                acc = opened.get(key)
+                if acc is None:
+                    acc = opened[key] = Acc()
+                i = log.index[key] = len(accs)
+                accs.append(acc)
+            note(i)
+            if t > high:
                 high = t
-        opened = self.open
-        for key, evs in cells.items():
-            acc = opened.get(key)
-            if acc is None:
-                acc = opened[key] = Acc()
-            acc.fold(
-                len(evs),
-                [e.value for e in evs if e.value is not None],
-                [hash_user(e.user_id) for e in evs if e.user_id is not None],
-            )
-        self.dirty.update(cells)
+        high = None if high == _BEFORE_TIME else high
         self.watermark = high
+        if len(late) > late_before:
+            kept = [i >= 0 for i in ids]
+            events, ids = list(compress(events, kept)), list(compress(ids, kept))
+        if log.append(events, ids):
+            self.settle()
+
+    def settle(self) -> None:
+        """Fold the events taken since the last settle into their cells (flush does it first)."""
+        log = self._log
+        if log.accs:
+            log.fold_into_cells()
+            self.dirty.update(log.index)
+            self._log = CellLog()
 
     def flush(
         self, next_offset: int, raw: RawBatch | None = None, invalid: list[tuple[int, bytes, str]] | None = None
@@ -109,6 +126,7 @@ class PartitionAggregator:
         """Minute rows changed since the last flush, hour rows that closed (closed cells are
         final and evicted), and the late events, with the raw events and invalid messages the
         caller collected since the last flush."""
+        self.settle()
         rows = []
         p, dirty = self.partition, self.dirty
         closed = sorted(k for k in self.open if self.is_closed(k[0]))

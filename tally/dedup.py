@@ -85,8 +85,7 @@ class SeenIds:
         gets = [self.gens[g].get for g in sorted(self.gens, reverse=True)[:2]]
         pending = self.pending
         out = []
-        for event_id, pos in zip(ids, positions, strict=True):
-            key = event_id.encode()
+        for key, pos in zip(map(str.encode, ids), positions, strict=True):
             first = pending.get(key)
             if first is None:
                 for get in gets:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from math import floor
+from operator import attrgetter
 
 from tally.cells import RollupRow
 from tally.events.schema import Event
@@ -10,6 +13,7 @@ from tally.events.schema import Event
 # A Kafka message holds up to 2**LINE_BITS events (NDJSON); an event's position in the stream is
 # offset << LINE_BITS | line: unique, ordered, and the same every time the message is read again.
 LINE_BITS = 10
+_timestamp = attrgetter("timestamp")
 
 
 def position(offset: int, line: int) -> int:
@@ -17,8 +21,9 @@ def position(offset: int, line: int) -> int:
 
 
 def seconds_of(events: list[Event]) -> list[int]:
-    """Event time in whole epoch seconds (floor), computed once per event for rollups and raw chunks."""
-    return [int(e.timestamp.timestamp() // 1) for e in events]
+    """Event time in whole epoch seconds (floor), computed once per event for rollups and raw chunks
+    (in maps of C functions: no bytecode runs per event)."""
+    return list(map(floor, map(datetime.timestamp, map(_timestamp, events))))
 
 
 class RawBatch:

@@ -77,13 +77,21 @@ class Hll:
     # ---- building -----------------------------------------------------------------------------
     def add_hashes(self, hashes: Iterable[int]) -> None:
         if self.explicit is not None:
-            self.explicit.extend(hashes)
+            if isinstance(hashes, np.ndarray):
+                self.explicit.frombytes(hashes.astype(np.int64, copy=False).tobytes())
+            else:
+                self.explicit.extend(hashes)
             if len(self.explicit) > 2 * EXPLICIT_MAX:
                 self._compact()
             return
         if isinstance(hashes, array):
             self._add_to_registers(np.frombuffer(hashes, dtype=np.int64))
             return
+        if isinstance(hashes, np.ndarray):
+            if hashes.size > _SMALL:
+                self._add_to_registers(hashes.astype(np.int64, copy=False))
+                return
+            hashes = hashes.tolist()
         if not isinstance(hashes, list | tuple | set) or len(hashes) > _SMALL:
             self._add_to_registers(np.fromiter(hashes, dtype=np.int64))
             return

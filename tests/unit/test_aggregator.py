@@ -238,3 +238,64 @@ def test_merging_accumulators_equals_accumulating_everything(items, cut):
         whole.value_max,
     )
     assert left.users.to_bytes() == whole.users.to_bytes()
+
+
+cells_of_many_users = st.lists(
+    st.tuples(
+        st.integers(0, 3 * BUCKET_S - 1),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.floats(-1e12, 1e12)),
+        st.one_of(st.none(), st.integers(0, 400)),  # over 160 users in a cell: registers, not a set
+    ),
+    min_size=1,
+    max_size=600,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cells_of_many_users, st.lists(st.integers(1, 90), min_size=1, max_size=6), st.integers(0, 3))
+def test_cells_are_the_same_to_the_bit_whenever_the_taken_events_are_folded(items, cuts, every):
+    # A batch only notes each event's cell; the fold into counts, sums and sketches comes later
+    # (tally.cell_log), at a flush or when the log is full. Folding after every batch, every few
+    # batches or only at the flush must give identical cells: sums to the bit, sketches byte for byte.
+    events = [ev(i, s, t, value=v, user=None if u is None else f"u{u}") for i, (s, t, v, u) in enumerate(items)]
+    folded_once = PartitionAggregator(0, 3600)
+    folded_often = PartitionAggregator(0, 3600)
+    i = 0
+    for batch, n in enumerate(cuts * len(events), 1):
+        if i >= len(events):
+            break
+        folded_once.add(events[i : i + n])
+        folded_often.add(events[i : i + n])
+        if every and batch % every == 0:
+            folded_often.settle()
+        i += n
+    once, often = (
+        {(r.width, r.bucket, r.event_type): r.acc for r in agg.flush(0).rows} for agg in (folded_once, folded_often)
+    )
+    assert once.keys() == often.keys() == {(60, bucket_of(e.timestamp.timestamp()), e.event_type) for e in events}
+    for k, a in once.items():
+        b = often[k]
+        assert (a.count, a.value_count, a.value_min, a.value_max) == (b.count, b.value_count, b.value_min, b.value_max)
+        assert a.value_sum.hex() == b.value_sum.hex()
+        assert a.users.to_bytes() == b.users.to_bytes()
+    want = truth(events)
+    assert {k[1:]: (a.count, a.value_min, a.value_max) for k, a in once.items()} == {
+        (b, t): (c, lo, hi) for (b, t, _s), (c, _sum, lo, hi) in want.items()
+    }
+    for (b, t, _s), (_c, total, _lo, _hi) in want.items():  # one event at a time, in stream order
+        assert once[(60, b, t)].value_sum.hex() == float(total).hex()
+
+
+def test_a_full_log_is_folded_while_taking_events(monkeypatch):
+    # The log holds at most MAX_EVENTS events: beyond, add folds them, so memory stays bounded
+    # between commits however long a backlog's commit interval is.
+    from tally import cell_log
+
+    monkeypatch.setattr(cell_log, "MAX_EVENTS", 10)
+    agg = PartitionAggregator(0, 3600)
+    agg.add([ev(i, i, value=1.0, user=f"u{i}") for i in range(25)])
+    assert agg.open and all(acc.count for acc in agg.open.values())  # folded without a flush
+    agg.add([ev(100 + i, 30 + i) for i in range(3)])  # below the bound: noted, not folded yet
+    assert sum(acc.count for acc in agg.open.values()) == 25
+    assert sum(r.acc.count for r in agg.flush(0).rows) == 28

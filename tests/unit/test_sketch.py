@@ -2,6 +2,7 @@ import math
 import random
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -193,3 +194,16 @@ def test_a_sketch_fed_in_small_batches_has_the_same_bytes_as_one_fed_at_once(bat
     for batch in batches:
         piecewise.add_hashes([hash_user(f"u{u}") for u in batch])
     assert piecewise.to_bytes() == sketch([u for batch in batches for u in batch]).to_bytes()
+
+
+@pytest.mark.parametrize("n", [0, 5, 64, 65, 161, 3000])
+def test_hashes_given_as_a_numpy_array_make_the_same_sketch_as_a_list(n):
+    # The aggregator hands a cell's hashes over as a slice of a numpy array (tally.cell_log).
+    hashes = [hash_user(f"user-{i}") for i in range(n)]
+    for start in ([], [hash_user(f"other-{i}") for i in range(200)]):  # into a set, and into registers
+        from_list, from_array = Hll(), Hll()
+        for h in (from_list, from_array):
+            h.add_hashes(start)
+        from_list.add_hashes(hashes)
+        from_array.add_hashes(np.array(hashes, dtype=np.int64))
+        assert from_array.to_bytes() == from_list.to_bytes()
