@@ -24,8 +24,9 @@ import numpy as np
 from tally.cells import Acc, Key
 from tally.events.schema import Event
 
-# Events held before they are folded anyway: ~24 bytes each, so at most ~50 MB a partition.
-MAX_EVENTS = 2_000_000
+# Events held before they are folded anyway: 28 bytes each at most (a cell number in 4, a value in
+# 8 and another 4, a hash in 8 and another 4), so at most ~28 MB a partition.
+MAX_EVENTS = 1_000_000
 _NO_VALUE = math.nan  # never a value: the schema refuses NaN (tally.events.schema)
 _value, _user_id = attrgetter("value"), attrgetter("user_id")
 _hash64 = mmh3.hash64  # on a str it hashes the UTF-8 bytes, as tally.sketch.hash_user does
@@ -48,7 +49,7 @@ class CellLog:
         """One batch's events and their cell numbers (parallel lists); True when the log is full."""
         if not ids:
             return False
-        cells = np.array(ids, dtype=np.int64)
+        cells = np.array(ids, dtype=np.int32)
         self.ids.append(cells)
         values = list(map(_value, events))
         if None in values:
