@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from itertools import chain
+from itertools import chain, islice
+from operator import lt
 
 from tally.flush import RawBatch
 from tally.settings import Settings
@@ -163,8 +164,15 @@ def _rows(raw: RawBatch) -> Iterator[tuple[str, int, list[int], list[bytes]]]:
         elif len(held) == 1:
             yield event_type, wide, *held[0]
         else:
-            pairs = sorted(chain.from_iterable(zip(positions, lines, strict=True) for positions, lines in held))
-            yield event_type, wide, [p for p, _line in pairs], [line for _p, line in pairs]
+            positions = list(chain.from_iterable(p for p, _lines in held))
+            lines = list(chain.from_iterable(lines for _p, lines in held))
+            # Each second's events are in stream order, and the seconds mostly follow each other in
+            # it too (half the windows at 10,000 keys): sorted only when not, by position alone.
+            if not all(map(lt, positions, islice(positions, 1, None))):
+                order = sorted(range(len(positions)), key=positions.__getitem__)
+                positions = list(map(positions.__getitem__, order))
+                lines = list(map(lines.__getitem__, order))
+            yield event_type, wide, positions, lines
 
 
 def _pieces(lines: list[bytes]) -> Iterator[tuple[int, int]]:
