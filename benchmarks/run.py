@@ -45,6 +45,7 @@ TARGETS = {
     "replay_events_per_s_per_process": "(10 B/day density, 10 K keys/min)",
     "replay_events_per_s_2_processes": ">= 500,000 (the machine, as the dataflow runs)",
     "replay_peak_rss_mib": "<= 1024 at 1 M keys/day",
+    "step_10000_us_per_event": "(to state: the aggregate step's own CPU, no stores)",
     "dedup_disk_mib_per_million_ids": "(to state; an hour at 10 B/day is 417 M ids)",
     "backfill_1p_events_per_s": ">= 250,000 (10,000 keys a minute, exact, the stream idle)",
     "backfill_beside_live_freshness_p99_s": "(to state: 5,000 events/s of live traffic beside it)",
@@ -74,7 +75,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         nargs="*",
-        help="ingest kafka e2e catchup freshness queries metrics idle scrape replay dedup backfill dualwrite",
+        help="ingest kafka e2e catchup freshness queries metrics idle scrape replay dedup step backfill dualwrite",
     )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -115,6 +116,7 @@ def main() -> None:
         ),
         "replay": None,  # run in a child process below
         "dedup": None,  # likewise
+        "step": None,  # likewise
     }
     figures: dict = {
         "machine": platform.node(),
@@ -162,6 +164,8 @@ _CHILD = {
     "replay": "import json; from benchmarks import replay; "
     "print(json.dumps(replay.run(50_000 if {smoke} else 5_000_000, 20_000 if {smoke} else 3_000_000)))",
     "dedup": "import json; from benchmarks import dedup; print(json.dumps(dedup.run(0.1 if {smoke} else 10)))",
+    "step": "import json; from benchmarks import step; "
+    "print(json.dumps(step.run(40_000 if {smoke} else 2_000_000, [32] if {smoke} else [32, 10_000])))",
 }
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "replay_peak_rss_mib",
         "e2e_dataflow_rss_mib",
         "dedup_us_per_event",
+        "step_32_us_per_event",
         "dedup_disk_mib_per_million_ids",
         "idle_dagster_rss_mib",
         "catchup_32_events_per_s",
