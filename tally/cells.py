@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import reduce
-from operator import add
 
 from tally.sketch import Hll, hash_user
 
@@ -41,25 +39,6 @@ class Acc:
                 self.value_max = value
         if user_id is not None:
             self.users.add_hashes((hash_user(user_id),))
-
-    def fold(self, count: int, values: list[float], user_hashes: list[int]) -> None:
-        """Fold many events of this cell at once, reduced to their count, their values and their
-        users' hashes: one sketch update per batch, not per event.
-
-        Values are added one at a time in stream order, not summed per batch first: float addition
-        is not associative, and this way the sum depends only on the events and their order, not on
-        where Kafka batches happened to be cut, so a replay writes the very same number."""
-        self.count += count
-        if values:
-            self.value_count += len(values)
-            self.value_sum = reduce(add, values, self.value_sum)
-            lo, hi = min(values), max(values)
-            if self.value_min is None or lo < self.value_min:
-                self.value_min = lo
-            if self.value_max is None or hi > self.value_max:
-                self.value_max = hi
-        if user_hashes:
-            self.users.add_hashes(user_hashes)
 
     def merge(self, other: Acc) -> None:
         self.count += other.count
