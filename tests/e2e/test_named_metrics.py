@@ -312,7 +312,7 @@ def test_the_ui_offers_named_metrics_after_the_built_ins_and_charts_them(own_api
     events, run_id, _start = sent
     source = f"{run_id}-web"
     seen = driver("named_metrics.mjs", str(own_api.base_url), "revenue", source)
-    assert seen["errors"] == [], seen["errors"]
+    assert seen["errors"] == [], f"{seen['errors']} at step {seen.get('step')!r}, banner {seen.get('error_banner')!r}"
     assert seen["error_banner"] == ""
     builtin = ["count", "sum", "avg", "min", "max", "unique_users", "late_count"]
     values = [v for v, _label in seen["options"]]

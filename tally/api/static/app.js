@@ -189,13 +189,21 @@ $("next").addEventListener("click", () => { page += 1; refreshEvents().catch((e)
 $("prev").addEventListener("click", () => { page = Math.max(0, page - 1); refreshEvents().catch((e) => showError(e.message)); });
 
 // Live: the chart follows new data every 2 s (the dataflow writes open buckets at least that often);
-// the events table refreshes only on the first page, so paging is not disturbed.
+// the events table refreshes only on the first page, so paging is not disturbed. A tick is skipped
+// while the last one is still waiting: when the stores answer slower than 2 s (a scan over a hundred
+// types takes seconds on a busy box), refreshes would otherwise pile up and slow every answer more.
+let refreshing = false;
 setInterval(() => {
-  if (!$("live").checked || $("range").value === "custom") return;
+  if (refreshing || !$("live").checked || $("range").value === "custom") return;
+  refreshing = true;
   // A success clears the banner: an error of an earlier answer (a request that failed, or one that
   // came back late) would otherwise stay over a chart that is working again.
-  refreshChart().then(() => (page === 0 ? refreshEvents() : null)).then(() => showError(null)).catch((e) => showError(e.message));
+  refreshChart().then(() => (page === 0 ? refreshEvents() : null)).then(() => showError(null))
+    .catch((e) => showError(e.message)).finally(() => { refreshing = false; });
 }, 2000);
 
-Promise.all([loadTypes(), loadMetrics().catch(() => {})]).then(() => refreshAll(true)).catch((e) => showError(e.message));
+// The first load counts as a refresh in flight: live ticks wait for it.
+refreshing = true;
+Promise.all([loadTypes(), loadMetrics().catch(() => {})]).then(() => refreshAll(true)).catch((e) => showError(e.message))
+  .finally(() => { refreshing = false; });
 setInterval(() => { loadTypes().catch(() => {}); loadMetrics().catch(() => {}); }, 30000);
