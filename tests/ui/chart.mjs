@@ -40,7 +40,8 @@ await withPage(result, {}, async (page) => {
   await page.goto(url)
   await page.waitForSelector(`#types option[value="${eventType}"]`, { state: 'attached', timeout: 30000 })
   // The first load's answer is awaited first (up to 90 s: with no type chosen the events table asks
-  // for 100 types, which takes seconds a request on a test stack holding many): arriving late, it would stand over the choices below.
+  // for 100 types, which takes seconds a request on a test stack holding many): arriving late, it
+  // would stand over the choices below.
   await page.waitForFunction(() => !document.querySelector('#error').hidden ||
     document.querySelector('#evinfo').textContent, null, { timeout: 90000 })
   await page.selectOption('#types', [eventType])
