@@ -26,7 +26,7 @@ class Counted(msgspec.Struct, gc=False):
     ingest schema's limits, so an event stored before a limit existed is still counted."""
 
     event_id: str
-    source: str
+    source: str = "unknown"  # as the schema and the rollups count an event sent without one
 
 
 _counted = msgspec.json.Decoder(list[Counted])
