@@ -41,6 +41,9 @@ MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 CONTROL_CHARS = "\x00-\x1f"
 
 
+# What an event sent without a source is counted and stored under.
+UNKNOWN_SOURCE = "unknown"
+
 class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One event. `event_id` is the dedup key; `timestamp` is the event time."""
 
@@ -52,7 +55,7 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=F
     event_id: EventId
     event_type: EventType
     timestamp: Timestamp
-    source: Source = "unknown"
+    source: Source = UNKNOWN_SOURCE
     user_id: UserId | None = None
     value: Value | None = None
     attributes: Attributes | None = None

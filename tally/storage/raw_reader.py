@@ -15,7 +15,7 @@ from operator import itemgetter
 
 import msgspec
 
-from tally.events.schema import Event
+from tally.events.schema import UNKNOWN_SOURCE, Event
 from tally.storage.raw_events import HOUR_US, SLOT_US, from_us, slot_bounds, us
 
 _events = msgspec.json.Decoder(list[Event])
@@ -26,7 +26,7 @@ class Counted(msgspec.Struct, gc=False):
     ingest schema's limits, so an event stored before a limit existed is still counted."""
 
     event_id: str
-    source: str = "unknown"  # as the schema and the rollups count an event sent without one
+    source: str = UNKNOWN_SOURCE  # stored without one: counted as the rollups count it
 
 
 _counted = msgspec.json.Decoder(list[Counted])
