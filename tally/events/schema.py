@@ -41,8 +41,9 @@ MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 CONTROL_CHARS = "\x00-\x1f"
 
 
-# What an event sent without a source is counted and stored under.
+# The source an event sent without one is counted under (it is stored without it: omit_defaults).
 UNKNOWN_SOURCE = "unknown"
+
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One event. `event_id` is the dedup key; `timestamp` is the event time."""
