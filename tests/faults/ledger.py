@@ -10,6 +10,7 @@ partition two hours on: both hours close and their hour rows are written, under 
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -24,7 +25,12 @@ from tally.storage import raw_events, raw_reader, rollup_store
 from tally.storage.reconcile import reconcile
 from tests.e2e.conftest import iso, wait_for
 
-TYPES = ["a", "b", "c", "d"]
+SOURCES = ["web", "ios", "api"]
+# (event_type, source) keys a minute: 12 by default; TALLY_FAULT_KEYS=10000 runs the same faults at
+# the cardinality of issue 12 (types named t0, t1, ... of the run, three sources each).
+KEYS = int(os.environ.get("TALLY_FAULT_KEYS", "12"))
+# /api/aggregate takes this many event types a request (tally.api.params.MAX_FILTER_VALUES).
+TYPES_PER_QUERY = 100
 METRICS = ["count", "sum", "min", "max", "unique_users"]
 # Fewer users than the sketch's exact range (160 a cell), so unique_users has an exact truth too.
 USERS = 150
@@ -41,11 +47,13 @@ class Run:
         seed: int = 99,
         spread_s: int = 120,
         late: float = 0.0,
+        keys: int = KEYS,
     ):
         self.settings = pipeline
         self.url = f"http://127.0.0.1:{pipeline.api_port}"
         self.rate = rate
         self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
+        self.types = [f"{self.run_id}.t{i}" for i in range(-(-keys // len(SOURCES)))]
         # Yesterday, on an hour: the run's on-time events fall either side of it.
         self.boundary = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
         self.start = self.boundary - timedelta(seconds=spread_s // 2)
@@ -70,9 +78,9 @@ class Run:
         return json.dumps(
             {
                 "event_id": event_id or f"{self.run_id}-{i}",
-                "event_type": f"{self.run_id}.{rng.choice(TYPES)}",
+                "event_type": rng.choice(self.types),
                 "timestamp": iso(start + timedelta(microseconds=rng.randrange(self.spread_us))),
-                "source": rng.choice(["web", "ios", "api"]),
+                "source": rng.choice(SOURCES),
                 "user_id": f"u{rng.randrange(USERS)}",
                 "value": rng.randrange(-50, 100) + rng.choice([0, 0.5, 0.25]),
             }
@@ -100,8 +108,8 @@ class Run:
             self._post_until_accepted(client, self._every_partition("open", self.end))
 
         def moved() -> bool:
-            wm = self._answer("1m", ["count"], self.start, self.end + timedelta(minutes=1)).get("watermark")
-            return wm is not None and datetime.fromisoformat(wm) >= self.end
+            wm = self._watermark()
+            return wm is not None and wm >= self.end
 
         wait_for(moved, 60, "every partition's watermark at the run's window")
 
@@ -189,30 +197,48 @@ class Run:
             return {k: (c[0],) for k, c in cells.items()}, ids
         return {k: (c[0], c[1], c[2], c[3], len(c[4])) for k, c in cells.items()}, ids
 
-    def _answer(self, granularity: str, metrics: list[str], start: datetime, end: datetime) -> dict:
-        params = [("from", iso(start)), ("to", iso(end)), ("granularity", granularity)]
-        params += [("metrics", ",".join(metrics)), ("group_by", "event_type,source")]
-        params += [("event_type", f"{self.run_id}.{t}") for t in TYPES]
+    def _answer(self, granularity: str, metrics: list[str], start: datetime, end: datetime) -> list[dict]:
+        """The series of /api/aggregate for the run's types, asked a hundred types at a time."""
+        series: list[dict] = []
+        for k in range(0, len(self.types), TYPES_PER_QUERY):
+            params = [("from", iso(start)), ("to", iso(end)), ("granularity", granularity)]
+            params += [("metrics", ",".join(metrics)), ("group_by", "event_type,source")]
+            params += [("event_type", t) for t in self.types[k : k + TYPES_PER_QUERY]]
+            r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
+            if r.status_code == 503:  # the rollup store is still coming back
+                return []
+            assert r.status_code == 200, r.text
+            series += r.json()["series"]
+        return series
+
+    def _watermark(self) -> datetime | None:
+        params = {"from": iso(self.start), "to": iso(self.end + timedelta(minutes=1)), "event_type": self.types[0]}
         r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
-        if r.status_code == 503:  # the rollup store is still coming back
-            return {"series": []}
-        assert r.status_code == 200, r.text
-        return r.json()
+        wm = r.json().get("watermark") if r.status_code == 200 else None
+        return None if wm is None else datetime.fromisoformat(wm)
+
+    def _ranges(self, granularity: str, late: bool) -> list[tuple[datetime, datetime]]:
+        """Where the run's events are: minutes around its windows and its closing body (with
+        thousands of keys, a query over every empty minute between them would be most of the
+        work), or the whole span by the hour."""
+        minute = timedelta(minutes=1)
+        if late:
+            return [(self.late_start.replace(second=0, microsecond=0), self.start)]
+        if granularity == "1h":
+            return [(self.start.replace(minute=0, second=0, microsecond=0), self.closing + timedelta(hours=1))]
+        run = (self.start.replace(second=0, microsecond=0), self.end.replace(second=0, microsecond=0) + minute)
+        return [run, (self.closing, self.closing + minute)]
 
     def counted(self, granularity: str = "1m", late: bool = False) -> Cells:
         """What /api/aggregate answers, cell by cell, in the shape of `truth`."""
-        if late:
-            body = self._answer(granularity, ["late_count"], self.late_start.replace(second=0), self.start)
-            metrics = ["late_count"]
-        else:
-            body = self._answer(granularity, METRICS, self.start.replace(minute=0), self.closing + timedelta(hours=1))
-            metrics = METRICS
+        metrics = ["late_count"] if late else METRICS
         out = {}
-        for s in body["series"]:
-            for p in s["points"]:
-                if p[metrics[0]]:
-                    t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-                    out[(t, s["group"]["event_type"], s["group"]["source"])] = tuple(p[m] for m in metrics)
+        for start, end in self._ranges(granularity, late):
+            for s in self._answer(granularity, metrics, start, end):
+                for p in s["points"]:
+                    if p[metrics[0]]:
+                        t = datetime.fromisoformat(p["t"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+                        out[(t, s["group"]["event_type"], s["group"]["source"])] = tuple(p[m] for m in metrics)
         return out
 
     def hour_rows(self) -> Cells:
@@ -258,15 +284,15 @@ class Run:
             out: Counter = Counter()
             hour = self.late_start.replace(minute=0, second=0, microsecond=0)
             while hour <= self.closing:
-                for t in TYPES:
-                    out.update(e.event_id for e in reader.hour(f"{self.run_id}.{t}", raw_events.us(hour)))
+                for t in self.types:
+                    out.update(e.event_id for e in reader.hour_ids(t, raw_events.us(hour)))
                 hour += timedelta(hours=1)
             return out
         finally:
             cluster.shutdown()
 
     def mismatches(self) -> list:
-        found = reconcile(self.settings, self.late_start, self.closing, [f"{self.run_id}.{t}" for t in TYPES])
+        found = reconcile(self.settings, self.late_start, self.closing, self.types)
         return [m for m in found if m.event_type.startswith(self.run_id)]  # other tests' types may share the hour
 
     def check_everything(self) -> dict:
