@@ -32,9 +32,16 @@ TEST_ENV = {
     "TALLY_NODE_EXPORTER_PORT": "19100",
     "TALLY_DAGSTER_PORT": "13000",
     "TALLY_DAGSTER_CODE_SERVER_PORT": "13001",
+    # The tests own the stack's tables: no schedule may fold or rebuild them in the middle of a check
+    # (the hourly correction at ten past would fold a kill run's late events under its ledger).
+    "TALLY_DAGSTER_SCHEDULES": "false",
 }
 for key, value in TEST_ENV.items():
     os.environ.setdefault(key, value)
+
+# The fault runs' checks live in a helper module: without this their failures read "AssertionError"
+# and nothing else (as one CI run did), with it pytest shows both sides.
+pytest.register_assert_rewrite("tests.faults.ledger")
 
 
 def pytest_sessionstart(session) -> None:

@@ -4,6 +4,7 @@ watermark has passed it plus the default 5 minutes of allowed lateness)."""
 import dagster as dg
 
 from orchestration.defs.corrections.assets import late_event_corrections
+from orchestration.defs.resources import schedule_status
 
 late_event_corrections_job = dg.define_asset_job(
     "late_event_corrections_job",
@@ -16,5 +17,5 @@ hourly_corrections = dg.build_schedule_from_partitioned_job(
     late_event_corrections_job,
     minute_of_hour=10,
     name="hourly_late_event_corrections",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
 )

@@ -4,6 +4,7 @@ minutes past, for the hour just ended (closed in Tally by then, and past the cor
 import dagster as dg
 
 from orchestration.defs.migration.assets import legacy_comparison
+from orchestration.defs.resources import schedule_status
 from tally.settings import Settings
 
 legacy_comparison_job = dg.define_asset_job(
@@ -18,5 +19,5 @@ hourly_legacy_comparison = dg.build_schedule_from_partitioned_job(
     minute_of_hour=20,
     name="hourly_legacy_comparison",
     # Stopped where no legacy system is configured: it would only fail every hour.
-    default_status=dg.DefaultScheduleStatus.RUNNING if Settings().legacy_dsn else dg.DefaultScheduleStatus.STOPPED,
+    default_status=schedule_status(bool(Settings().legacy_dsn)),
 )

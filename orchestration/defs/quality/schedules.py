@@ -9,6 +9,7 @@ import dagster as dg
 
 from orchestration.defs.quality.assets import daily, quality_report
 from orchestration.defs.quality.checks import quality_checks
+from orchestration.defs.resources import schedule_status
 
 quality_checks_job = dg.define_asset_job(
     "quality_checks_job",
@@ -22,7 +23,7 @@ hourly_quality_checks = dg.ScheduleDefinition(
     job=quality_checks_job,
     cron_schedule="20 * * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description="The rollup and raw-event expectations over the last two hours and the current one.",
 )
 
@@ -40,7 +41,7 @@ quality_report_job = dg.define_asset_job(
     job=quality_report_job,
     cron_schedule="45 0 * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description="Builds the quality report of the day just ended, once a night.",
 )
 def daily_quality_report(context: dg.ScheduleEvaluationContext):

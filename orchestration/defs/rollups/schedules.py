@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from orchestration.defs.resources import schedule_status
 from orchestration.defs.rollups.assets import daily, daily_rollups, views_over_daily
 
 # Late events are folded within about an hour of their hour closing; three days leave room for a
@@ -25,7 +26,7 @@ daily_rollups_job = dg.define_asset_job(
     job=daily_rollups_job,
     cron_schedule="30 0 * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_status(),
     description=f"Rebuilds the last {LOOKBACK_DAYS} whole days of the daily rollups, one run a day.",
 )
 def daily_rollups_schedule(context: dg.ScheduleEvaluationContext):
