@@ -63,6 +63,33 @@ class AggregateResult(BaseModel):
     )
 
 
+class ColumnSeries(BaseModel):
+    """A series in `format=columns`: arrays of equal length, index i is one bucket."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, list[float | int | None]]
+
+    group: dict[str, str]
+    t: list[int] = Field(description="Bucket starts, Unix seconds (UTC), ascending.")
+    final: int = Field(
+        description="How many points, from the first, are final (no event can change them any more);"
+        " the rest are still open. Each metric asked for is an array of its own, named after it."
+    )
+
+
+class AggregateColumnsResult(BaseModel):
+    """The answer in `format=columns`: the same figures as the default shape, as arrays."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: str
+    metrics: list[str]
+    group_by: list[str]
+    series: list[ColumnSeries]
+    as_of: datetime | None
+    watermark: datetime | None
+
+
 class MeasureOut(BaseModel):
     name: str = Field(description="The measure, as the semantic model names it.")
     agg: str = Field(description="How rows are combined: sum, min or max.")

@@ -17,17 +17,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 from psycopg import AsyncConnection
 
 from tally.storage import aggregates
 from tally.storage.aggregates import AggregateQuery
+from tally.storage.layouts import Fragment, Layout, Rows, encode_series
 
 DAY = timedelta(days=1)
-_encode = msgspec.json.Encoder().encode
+_ROWS = Rows()
 
-# group key -> the series' points over one day as a JSON fragment (array contents, no brackets)
-Fragments = dict[tuple, bytes]
+# group key -> the series' points over one day, encoded in the answer's layout (tally.storage.layouts)
+Fragments = dict[tuple, Fragment]
 
 
 class FinalDays:
@@ -56,6 +56,7 @@ class FinalDays:
         final_before: datetime | None,
         revision: int | None = None,
         max_points: int | None = None,
+        how: Layout = _ROWS,
     ) -> bytes:
         """The `series` array of the answer, encoded: final whole days from the cache (filled on a
         miss with one query), the rest of the range from PostgreSQL. `revision`: the rollup
@@ -69,17 +70,17 @@ class FinalDays:
             self.check_revision(revision)
         if "late_count" in q.metrics:
             # Late events keep arriving for final days (that is what late means): never cached.
-            return _encode(await aggregates.run(conn, q, has_hll, final_before, max_points))
+            return encode_series(how, await aggregates.run(conn, q, has_hll, final_before, max_points))
         first = _ceil_day(q.start)
         last = min(_floor_day(q.end), _floor_day(final_before) if final_before else first)
         if last <= first:
-            return _encode(await aggregates.run(conn, q, has_hll, final_before, max_points))
+            return encode_series(how, await aggregates.run(conn, q, has_hll, final_before, max_points))
         days = [first + i * DAY for i in range((last - first) // DAY)]
         held: dict[datetime, tuple[Fragments, int]] = {}
         for d in days:
-            entry = self.days.get(self._key(q, d))
+            entry = self.days.get(self._key(q, d, how))
             if entry is not None:
-                self.days.move_to_end(self._key(q, d))
+                self.days.move_to_end(self._key(q, d, how))
                 held[d] = entry
         missing = [d for d in days if d not in held]
         self.misses += len(missing)
@@ -87,37 +88,54 @@ class FinalDays:
         budget = _Budget(max_points)
         budget.spend(sum(n for _f, n in held.values()))
         if missing:
-            fetched = await self._fill(conn, q, has_hll, final_before, missing[0], missing[-1] + DAY, revision, budget)
+            fetched = await self._fill(
+                conn, q, has_hll, final_before, missing[0], missing[-1] + DAY, revision, budget, how
+            )
             held.update((d, fetched[d]) for d in missing)
         # Head (before the first whole day), the days, the tail: disjoint, in time order, and split
         # at day boundaries, which are bucket boundaries for every granularity.
-        pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first, budget)]
+        pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first, budget, how)]
         pieces += [held[d][0] for d in days]
-        pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end, budget))
+        pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end, budget, how))
         # One join at the end: the answer is megabytes, and each `+` or nested join copied it again
         # (a third of the request's time in py-spy).
         parts = [b"["]
         for i, group in enumerate(sorted({g for piece in pieces for g in piece})):
-            parts += (b',{"group":' if i else b'{"group":', _encode(dict(zip(q.group_by, group, strict=True))))
-            parts.append(b',"points":[')
-            for j, fragment in enumerate(piece[group] for piece in pieces if group in piece):
-                parts += (b",", fragment) if j else (fragment,)
-            parts.append(b"]}")
+            if i:
+                parts.append(b",")
+            fragments = [piece[group] for piece in pieces if group in piece]
+            parts += how.series(dict(zip(q.group_by, group, strict=True)), fragments)
         parts.append(b"]")
         return b"".join(parts)
 
     @staticmethod
     async def _live(
-        conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end, budget: _Budget
+        conn: AsyncConnection,
+        q: AggregateQuery,
+        has_hll: bool,
+        final_before,
+        start,
+        end,
+        budget: _Budget,
+        how: Layout,
     ) -> Fragments:
         if start >= end:
             return {}
         series = await aggregates.run(conn, _within(q, start, end), has_hll, final_before, budget.left)
         budget.spend(sum(len(s["points"]) for s in series))
-        return {_group_key(q, s): _encode(s["points"])[1:-1] for s in series}
+        return {_group_key(q, s): how.fragment(s["points"]) for s in series}
 
     async def _fill(
-        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, start, end, revision, budget
+        self,
+        conn: AsyncConnection,
+        q: AggregateQuery,
+        has_hll: bool,
+        final_before,
+        start,
+        end,
+        revision,
+        budget,
+        how: Layout,
     ) -> dict[datetime, tuple[Fragments, int]]:
         """Query [start, end) once, split it into days, cache them; return them too."""
         by_day: dict[datetime, dict[tuple, list[dict]]] = {start + i * DAY: {} for i in range((end - start) // DAY)}
@@ -128,8 +146,8 @@ class FinalDays:
         out = {}
         for day, groups in by_day.items():
             n = sum(len(points) for points in groups.values())
-            out[day] = entry = ({group: _encode(points)[1:-1] for group, points in groups.items()}, n)
-            key = self._key(q, day)
+            out[day] = entry = ({group: how.fragment(points) for group, points in groups.items()}, n)
+            key = self._key(q, day, how)
             # Only under the revision the data was read after: a newer one may have rewritten it.
             if key not in self.days and (revision is None or revision == self.revision):
                 self.days[key] = entry
@@ -141,9 +159,10 @@ class FinalDays:
         return out
 
     @staticmethod
-    def _key(q: AggregateQuery, day: datetime) -> tuple:
+    def _key(q: AggregateQuery, day: datetime, how: Layout) -> tuple:
         return (
             day,
+            how.name,
             q.granularity,
             tuple(q.metrics),
             tuple(q.group_by),

@@ -62,6 +62,7 @@ def test_body_over_the_limit_is_413_and_a_gzip_bomb_stops_at_the_limit(api, stac
         ({"from": "2026-11-26T00:00:00Z", "to": "2026-11-26T01:00:00Z", "metrics": "count,median"}, "metrics"),
         ({"from": "2026-11-26T00:00:00Z", "to": "2026-11-26T01:00:00Z", "group_by": "user_id"}, "group_by"),
         ({"from": "yesterday", "to": "2026-11-26T01:00:00Z"}, "from"),
+        ({"from": "2026-11-26T00:00:00Z", "to": "2026-11-26T01:00:00Z", "format": "csv"}, "format"),
     ],
 )
 def test_bad_aggregate_parameters_are_422_naming_the_parameter(api, params, field):

@@ -6,7 +6,7 @@ import gzip
 import json
 import random
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -43,11 +43,11 @@ def expected(events: list[dict], group_by: tuple[str, ...]) -> dict:
     return cells
 
 
-def fetch(api, run_id, window, group_by, metrics="count,sum,min,max,avg", types=("click", "view")):
+def fetch(api, run_id, window, group_by, metrics="count,sum,min,max,avg", types=("click", "view"), layout="rows"):
     start, end = window
     params = [("from", iso(start)), ("to", iso(end + timedelta(minutes=1))), ("granularity", "1m")]
     params += [("event_type", f"{run_id}.{t}") for t in types]
-    params += [("metrics", metrics), ("group_by", ",".join(group_by))]
+    params += [("metrics", metrics), ("group_by", ",".join(group_by)), ("format", layout)]
     r = api.get("/api/aggregate", params=params)
     assert r.status_code == 200, r.text
     return r.json()
@@ -108,6 +108,15 @@ def test_exact_count_sum_min_max_avg_per_minute_and_group(api, run_id):
     # Minutes this recent are within the allowed lateness: they can still change.
     assert body["watermark"] is not None  # idle partitions too: their watermarks follow the clock
     assert all(p["final"] is False for s in body["series"] for p in s["points"])
+
+    # The same answer in columns: the same figures, transposed, and none final yet.
+    columns = fetch(api, run_id, window, ("event_type", "source"), layout="columns")
+    assert [s["group"] for s in columns["series"]] == [s["group"] for s in body["series"]]
+    for rows, cols in zip(body["series"], columns["series"], strict=True):
+        assert cols["t"] == [int(datetime.fromisoformat(p["t"]).timestamp()) for p in rows["points"]]
+        for m in ("count", "sum", "min", "max", "avg"):
+            assert cols[m] == [p[m] for p in rows["points"]], m
+        assert cols["final"] == 0
 
 
 def test_unique_users_within_the_sketch_error_and_merged_not_summed(api, run_id):

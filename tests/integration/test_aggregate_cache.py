@@ -15,6 +15,7 @@ from tally.aggregator import PartitionAggregator
 from tally.events.schema import Event
 from tally.storage import aggregates, rollup_store
 from tally.storage.aggregate_cache import FinalDays
+from tally.storage.layouts import Columns
 
 D0 = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -87,6 +88,44 @@ def test_cached_days_splice_into_the_same_answer(stack, event_type, granularity,
     for direct, cached in cold + warm:
         assert msgspec.json.decode(direct)  # the range has data
         assert cached == direct
+
+
+def as_columns(rows_answer: bytes, metrics: list[str]) -> list[dict]:
+    """The default answer transposed by hand: what format=columns must hold."""
+    out = []
+    for s in msgspec.json.decode(rows_answer):
+        finals = [p["final"] for p in s["points"]]
+        assert finals == sorted(finals, reverse=True)  # the final points lead
+        series = {"group": s["group"], "t": [int(datetime.fromisoformat(p["t"]).timestamp()) for p in s["points"]]}
+        series.update({m: [p[m] for p in s["points"]] for m in metrics})
+        series["final"] = sum(finals)
+        out.append(series)
+    return out
+
+
+@pytest.mark.parametrize("granularity", ["1h", "1d"])
+def test_the_columns_layout_holds_the_same_figures_cold_and_from_the_cache(stack, event_type, granularity):
+    metrics = ["count", "sum", "min", "max", "avg", "unique_users"]
+    q = aggregates.AggregateQuery(
+        D0 + timedelta(hours=5, minutes=30), D0 + timedelta(days=3, hours=20), granularity, metrics, ["source"],
+        [event_type], [],
+    )  # fmt: skip
+    final_before = D0 + timedelta(days=2, hours=7)
+    cache = FinalDays()
+
+    async def go():
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as conn:
+            direct = msgspec.json.encode(await aggregates.run(conn, q, True, final_before))
+            cold = await cache.series_json(conn, q, True, final_before, how=Columns(metrics))
+            warm = await cache.series_json(conn, q, True, final_before, how=Columns(metrics))
+            return direct, cold, warm
+
+    direct, cold, warm = asyncio.run(go())
+    assert cache.misses == cache.hits > 0  # the final whole days: read once, then from the cache
+    want = as_columns(direct, metrics)
+    assert any(0 < s["final"] < len(s["t"]) for s in want)  # final and open points both in the range
+    assert msgspec.json.decode(cold) == want
+    assert warm == cold
 
 
 def test_nothing_is_cached_before_every_partition_has_a_watermark(stack, event_type):

@@ -41,7 +41,7 @@ async function getJSON(path, params) {
 async function loadTypes() {
   const to = new Date();
   const from = new Date(to - 7 * 24 * 3600e3);
-  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), granularity: "1d", group_by: "event_type" });
+  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), granularity: "1d", group_by: "event_type", format: "columns" });
   const body = await getJSON("/api/aggregate", p);
   const known = body.series.map((s) => s.group.event_type);
   const chosen = new Set(selectedTypes());
@@ -100,7 +100,8 @@ async function refreshChart() {
   // The axis is named after the metric asked for, not the one selected when the answer arrives: an
   // answer to an earlier choice would otherwise be drawn under the new metric's name.
   const label = $("metric").selectedOptions[0]?.text || metric;
-  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), metrics: metric });
+  // Columns: a quarter of the bytes of point objects, and the arrays uPlot draws from.
+  const p = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), metrics: metric, format: "columns" });
   if ($("granularity").value) p.set("granularity", $("granularity").value);
   if ($("group").value) p.set("group_by", $("group").value);
   selectedTypes().forEach((t) => p.append("event_type", t));

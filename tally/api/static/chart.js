@@ -21,21 +21,23 @@ function bucketStarts(from, to, granularity) {
   return out;
 }
 
-/** uPlot's data: the bucket times, then one row of values per series. An empty bucket is 0 for a
+/** uPlot's data: the bucket times, then one row of values per series. `body` is an answer in
+ * format=columns (per series: `t` in Unix seconds, one array per metric). An empty bucket is 0 for a
  * metric in ZERO_WHEN_EMPTY, else null (no line is drawn across it). Buckets that have not started
  * yet are null for every metric: nothing has happened there, not zero. */
 function chartData(body, metric, from, to) {
   const times = [...new Set([
     ...bucketStarts(from, to, body.granularity),
     // Kept whatever the grid: a point never disappears because it is off the expected bins.
-    ...body.series.flatMap((s) => s.points.map((p) => Date.parse(p.t) / 1000)),
+    ...body.series.flatMap((s) => s.t),
   ])].sort((a, b) => a - b);
   const zero = ZERO_WHEN_EMPTY.has(metric);
   const now = Date.now() / 1000;
   // Without grouping an empty answer is still one series, "all", at zero: there was no traffic.
-  const series = body.series.length || body.group_by.length ? body.series : [{ group: {}, points: [] }];
+  const series = body.series.length || body.group_by.length ? body.series : [{ group: {}, t: [], [metric]: [] }];
   const rows = series.map((s) => {
-    const at = new Map(s.points.map((p) => [Date.parse(p.t) / 1000, p[metric]]));
+    const values = s[metric];
+    const at = new Map(s.t.map((t, i) => [t, values[i]]));
     // A sum over no values (events without `value`, a named metric whose filter kept no row) is 0 too.
     return times.map((t) => at.get(t) ?? (zero && t <= now ? 0 : null));
   });
