@@ -1,4 +1,4 @@
-"""/api/aggregate and /api/filtered_events latency over a day of data.
+"""/api/aggregate and /api/filtered_events latency, idle and beside ingest, and the answers' sizes.
 
 Seeds (once per --seed-id) a day of minute rollups for `--series` (event_type, source) series
 straight into the rollup table, as the dataflow would have written them over 4 partitions, and a
@@ -97,13 +97,48 @@ def seed_raw(settings, prefix: str, day: datetime, n: int) -> int:
     return n
 
 
-def timed(client: httpx.Client, path: str, params, n: int) -> list[float]:
-    out = []
+IDENTITY = {"Accept-Encoding": "identity"}
+GZIP = {"Accept-Encoding": "gzip"}
+
+
+def shapes(prefix: str, series: int, start: datetime, end: datetime) -> dict[str, tuple[str, list, dict]]:
+    """Each query shape timed: the 30-day dashboard in both layouts, plain and gzipped, with every
+    metric, and a page of raw events of the last day, plain and filtered by attribute and source."""
+    types = [f"{prefix}.type{i}" for i in range(max(1, series // 4))]
+    agg = [("from", start.isoformat()), ("to", end.isoformat()), ("group_by", "event_type,source")]
+    agg += [("event_type", t) for t in types]
+    day = end - timedelta(days=1)
+    raw = [("event_type", f"{prefix}.raw"), ("from", day.isoformat()), ("to", end.isoformat()), ("limit", "100")]
+    return {
+        "aggregate": ("/api/aggregate", [*agg, ("metrics", "count")], IDENTITY),
+        "aggregate_gzip": ("/api/aggregate", [*agg, ("metrics", "count")], GZIP),
+        "aggregate_columns": ("/api/aggregate", [*agg, ("metrics", "count"), ("format", "columns")], IDENTITY),
+        "aggregate_columns_gzip": ("/api/aggregate", [*agg, ("metrics", "count"), ("format", "columns")], GZIP),
+        "aggregate_all_metrics": ("/api/aggregate", [*agg, ("metrics", "count,sum,avg,unique_users")], IDENTITY),
+        "filtered_page100": ("/api/filtered_events", raw, IDENTITY),
+        "filtered_attr_source": ("/api/filtered_events", [*raw, ("attr.plan", "pro"), ("source", "ios")], IDENTITY),
+    }
+
+
+def timed(client: httpx.Client, asked: dict[str, tuple[str, list, dict]], n: int) -> dict[str, tuple[list, int]]:
+    """Each shape n times, taking turns (drift falls on every shape alike): latencies, bytes sent."""
+    out: dict[str, tuple[list, int]] = {name: ([], 0) for name in asked}
     for _ in range(n):
-        t0 = time.perf_counter()
-        r = client.get(path, params=params)
-        out.append(time.perf_counter() - t0)
-        assert r.status_code == 200, r.text
+        for name, (path, params, headers) in asked.items():
+            t0 = time.perf_counter()
+            r = client.get(path, params=params, headers=headers)
+            out[name][0].append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            out[name] = (out[name][0], r.num_bytes_downloaded)
+    return out
+
+
+def figures(times: dict[str, tuple[list, int]], tag: str = "") -> dict:
+    out = {}
+    for name, (xs, size) in times.items():
+        for p, label in ((50, "p50"), (95, "p95"), (99, "p99"), (99.9, "p999")):
+            out[f"{tag}{name}_{label}_ms"] = round(pct(xs, p) * 1000, 1)
+        out[f"{tag}{name}_bytes"] = size
     return out
 
 
@@ -112,10 +147,12 @@ def run(
     series: int = 100,
     days: int = 30,
     raw: int = 100_000,
-    requests: int = 200,
+    requests: int = 1000,
     seed_id: str | None = None,
     load_rate: float = 20_000,
 ) -> dict:
+    """Every shape `requests` times without ingest, then as many times beside `load_rate` events/s of
+    it; figures without a prefix are under load (the targets'), `idle_` ones without."""
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     prefix = seed_id or f"q{series}x{days}v2"
@@ -129,43 +166,25 @@ def run(
         seeded["queries_rollup_rows_seeded"] = seed_rollups(s, prefix, start, days, series, s.kafka_partitions)
         seeded["queries_raw_events_seeded"] = seed_raw(s, prefix, end - timedelta(days=1), raw)
         seeded["queries_seed_s"] = round(time.perf_counter() - t0, 1)
-    types = [f"{prefix}.type{i}" for i in range(max(1, series // 4))]
-    agg = [
-        ("from", start.isoformat()),
-        ("to", end.isoformat()),
-        ("group_by", "event_type,source"),
-        ("metrics", "count"),
-    ] + [("event_type", t) for t in types]
-    day = end - timedelta(days=1)
-    raw_q = {"event_type": f"{prefix}.raw", "from": day.isoformat(), "to": end.isoformat(), "limit": "100"}
+    asked = shapes(prefix, series, start, end)
+    path, params, headers = asked["aggregate"]
+    t0 = time.perf_counter()
+    body = client.get(path, params=params, headers=headers).json()
+    first = time.perf_counter() - t0  # cold if this API worker has not answered this shape yet
+    idle = timed(client, asked, requests)
     with background_load(s, load_rate) as load:
-        t0 = time.perf_counter()
-        body = client.get("/api/aggregate", params=agg).json()
-        first = time.perf_counter() - t0  # cold if this API worker has not answered this shape yet
-        agg_lat = timed(client, "/api/aggregate", agg, requests)
-        all_metrics = [p for p in agg if p[0] != "metrics"] + [("metrics", "count,sum,avg,unique_users")]
-        all_lat = timed(client, "/api/aggregate", all_metrics, max(5, requests // 10))
-        raw_lat = timed(client, "/api/filtered_events", raw_q, requests)
-        filt_lat = timed(client, "/api/filtered_events", {**raw_q, "attr.plan": "pro", "source": "ios"}, requests)
-
-    def ms(xs, p):
-        return round(pct(xs, p) * 1000, 1)
-
+        loaded = timed(client, asked, requests)
     return {
         **seeded,
         "queries_days": days,
         "queries_series": len(body["series"]),
         "queries_points": sum(len(x["points"]) for x in body["series"]),
         "queries_granularity": body["granularity"],
+        "queries_requests_per_shape": requests,
         "queries_background_events_per_s": round(load["accepted"] / load["seconds"]) if load else 0,
         "aggregate_first_ms": round(first * 1000, 1),
-        "aggregate_p50_ms": ms(agg_lat, 50),
-        "aggregate_p99_ms": ms(agg_lat, 99),
-        "aggregate_all_metrics_p50_ms": ms(all_lat, 50),
-        "filtered_page100_p50_ms": ms(raw_lat, 50),
-        "filtered_page100_p99_ms": ms(raw_lat, 99),
-        "filtered_attr_source_p50_ms": ms(filt_lat, 50),
-        "filtered_attr_source_p99_ms": ms(filt_lat, 99),
+        **figures(loaded),
+        **figures(idle, "idle_"),
     }
 
 
@@ -174,7 +193,7 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=100)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--raw-events", type=int, default=100_000)
-    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=1000, help="of each shape, idle and under load")
     ap.add_argument("--load-rate", type=float, default=20_000, help="background ingest events/s (0: none)")
     ap.add_argument("--seed-id", default=None, help="prefix of the seeded event types; reuse to skip seeding")
     a = ap.parse_args()

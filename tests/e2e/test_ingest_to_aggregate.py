@@ -118,6 +118,17 @@ def test_exact_count_sum_min_max_avg_per_minute_and_group(api, run_id):
             assert cols[m] == [p[m] for p in rows["points"]], m
         assert cols["final"] == 0
 
+    # Compressed the way the client accepts, the same answer in fewer bytes.
+    start, end = window
+    params = {"from": iso(start), "to": iso(end + timedelta(minutes=1)), "event_type": f"{run_id}.click"}
+    params |= {"granularity": "1m", "metrics": "count,sum,min,max,avg", "group_by": "source", "format": "columns"}
+    plain = api.get("/api/aggregate", params=params, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and len(plain.content) > 500
+    for encoding in ("zstd", "br", "gzip"):
+        r = api.get("/api/aggregate", params=params, headers={"Accept-Encoding": f"{encoding}, identity;q=0.5"})
+        assert r.headers["content-encoding"] == encoding
+        assert r.json()["series"] == plain.json()["series"] and r.num_bytes_downloaded < len(plain.content)
+
 
 def test_unique_users_within_the_sketch_error_and_merged_not_summed(api, run_id):
     window = recent_window()
