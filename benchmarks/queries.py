@@ -155,7 +155,8 @@ def run(
     it; figures without a prefix are under load (the targets'), `idle_` ones without."""
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
-    prefix = seed_id or f"q{series}x{days}v2"
+    # The days end today: data seeded on another day would leave the range's last days empty.
+    prefix = seed_id or f"q{series}x{days}v2d{start:%Y%m%d}"
     client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=120)
     probe = client.get(
         "/api/aggregate", params={"from": start.isoformat(), "to": end.isoformat(), "event_type": f"{prefix}.type0"}

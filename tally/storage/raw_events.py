@@ -66,15 +66,17 @@ def slot_bounds(start_us: int, end_us: int, hour_us: int) -> tuple[int, int, int
 
 
 def cluster(settings: Settings):
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
 
     logging.getLogger("cassandra").setLevel(logging.ERROR)
+    # Execution profiles, not the driver's legacy settings: the reader asks with a profile of its own.
+    default = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc))
     return Cluster(
         settings.cassandra_hosts,
         port=settings.cassandra_port,
         protocol_version=5,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc),
+        execution_profiles={EXEC_PROFILE_DEFAULT: default},
     )
 
 
