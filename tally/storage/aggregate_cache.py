@@ -24,6 +24,7 @@ from tally.storage.aggregates import AggregateQuery
 from tally.storage.layouts import Fragment, Layout, Rows, encode_series
 
 DAY = timedelta(days=1)
+MAX_SPANS = 64  # merged ranges of whole days kept (see FinalDays._keep_span)
 _ROWS = Rows()
 
 # group key -> the series' points over one day, encoded in the answer's layout (tally.storage.layouts)
@@ -35,6 +36,9 @@ class FinalDays:
         self.max_points = max_points
         self.points = 0
         self.days: OrderedDict[tuple, tuple[Fragments, int]] = OrderedDict()
+        # (first day's key, last day) -> the days between merged per group, and their points
+        self.spans: OrderedDict[tuple, tuple[Fragments, int]] = OrderedDict()
+        self.span_points = 0
         self.hits = self.misses = 0
         self.revision: int | None = None
 
@@ -45,7 +49,8 @@ class FinalDays:
         what newer ones filled nor (see _fill) stores what it read."""
         if self.revision is None or revision > self.revision:
             self.days.clear()
-            self.points = 0
+            self.spans.clear()
+            self.points = self.span_points = 0
             self.revision = revision
 
     async def series_json(self, conn: AsyncConnection, q: AggregateQuery, *args, **kwargs) -> bytes:
@@ -81,26 +86,21 @@ class FinalDays:
         if last <= first:
             return [encode_series(how, await aggregates.run(conn, q, has_hll, final_before, max_points))]
         days = [first + i * DAY for i in range((last - first) // DAY)]
-        held: dict[datetime, tuple[Fragments, int]] = {}
-        for d in days:
-            entry = self.days.get(self._key(q, d, how))
-            if entry is not None:
-                self.days.move_to_end(self._key(q, d, how))
-                held[d] = entry
-        missing = [d for d in days if d not in held]
-        self.misses += len(missing)
-        self.hits += len(days) - len(missing)
         budget = _Budget(max_points)
-        budget.spend(sum(n for _f, n in held.values()))
-        if missing:
-            fetched = await self._fill(
-                conn, q, has_hll, final_before, missing[0], missing[-1] + DAY, revision, budget, how
-            )
-            held.update((d, fetched[d]) for d in missing)
+        span_key = (self._key(q, first, how), last)
+        span = self.spans.get(span_key)
+        if span is not None:
+            self.spans.move_to_end(span_key)
+            self.hits += len(days)
+            budget.spend(span[1])
+        else:
+            span = await self._span(conn, q, has_hll, final_before, days, revision, budget, how)
+            if revision is None or revision == self.revision:
+                self._keep_span(span_key, span)
         # Head (before the first whole day), the days, the tail: disjoint, in time order, and split
         # at day boundaries, which are bucket boundaries for every granularity.
         pieces: list[Fragments] = [await self._live(conn, q, has_hll, final_before, q.start, first, budget, how)]
-        pieces += [held[d][0] for d in days]
+        pieces.append(span[0])
         pieces.append(await self._live(conn, q, has_hll, final_before, last, q.end, budget, how))
         parts = [b"["]
         for i, group in enumerate(sorted({g for piece in pieces for g in piece})):
@@ -110,6 +110,40 @@ class FinalDays:
             parts += how.series(dict(zip(q.group_by, group, strict=True)), fragments)
         parts.append(b"]")
         return parts
+
+    async def _span(
+        self, conn: AsyncConnection, q: AggregateQuery, has_hll: bool, final_before, days, revision, budget, how
+    ) -> tuple[Fragments, int]:
+        """The whole days of a query merged into one fragment per group: from the cached days,
+        those missing read and cached first."""
+        held: dict[datetime, tuple[Fragments, int]] = {}
+        for d in days:
+            entry = self.days.get(self._key(q, d, how))
+            if entry is not None:
+                self.days.move_to_end(self._key(q, d, how))
+                held[d] = entry
+        missing = [d for d in days if d not in held]
+        self.misses += len(missing)
+        self.hits += len(days) - len(missing)
+        budget.spend(sum(n for _f, n in held.values()))
+        if missing:
+            fetched = await self._fill(
+                conn, q, has_hll, final_before, missing[0], missing[-1] + DAY, revision, budget, how
+            )
+            held.update((d, fetched[d]) for d in missing)
+        groups = sorted({g for fragments, _n in held.values() for g in fragments})
+        merged = {g: how.merge([held[d][0][g] for d in days if g in held[d][0]]) for g in groups}
+        return merged, sum(n for _f, n in held.values())
+
+    def _keep_span(self, key: tuple, span: tuple[Fragments, int]) -> None:
+        """A dashboard asks the same whole days every few seconds: merged once, they are spliced
+        as they are (on this machine the merging was most of a cached 30-day answer's work).
+        Bounded by count and points, least recently used first out."""
+        self.spans[key] = span
+        self.span_points += span[1]
+        while len(self.spans) > 1 and (len(self.spans) > MAX_SPANS or self.span_points > self.max_points):
+            _key, (_f, n) = self.spans.popitem(last=False)
+            self.span_points -= n
 
     @staticmethod
     async def _live(

@@ -32,6 +32,8 @@ class Layout(Protocol):
 
     def fragment(self, points: list[dict]) -> Fragment: ...
 
+    def merge(self, fragments: Sequence[Fragment]) -> Fragment: ...
+
     def series(self, group: dict, fragments: Sequence[Fragment]) -> list[bytes]: ...
 
 
@@ -40,6 +42,10 @@ class Rows:
 
     def fragment(self, points: list[dict]) -> Fragment:
         return (_encode(points)[1:-1],)
+
+    def merge(self, fragments: Sequence[Fragment]) -> Fragment:
+        """Consecutive fragments of one series as one."""
+        return (b",".join([f[0] for f in fragments if f[0]]),)
 
     def series(self, group: dict, fragments: Sequence[Fragment]) -> list[bytes]:
         return [b'{"group":', _encode(group), b',"points":[', b",".join(f[0] for f in fragments if f[0]), b"]}"]
@@ -56,6 +62,10 @@ class Columns:
         columns = [[int(p["t"].timestamp()) for p in points]]
         columns += [[p[m] for p in points] for m in self.metrics]
         return (*(_encode(c)[1:-1] for c in columns), sum(1 for p in points if p["final"]))
+
+    def merge(self, fragments: Sequence[Fragment]) -> Fragment:
+        columns = [b",".join([f[i] for f in fragments if f[i]]) for i in range(len(self._names))]
+        return (*columns, sum(f[-1] for f in fragments))
 
     def series(self, group: dict, fragments: Sequence[Fragment]) -> list[bytes]:
         parts = [b'{"group":', _encode(group)]

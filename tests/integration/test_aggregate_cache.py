@@ -84,7 +84,7 @@ def test_cached_days_splice_into_the_same_answer(stack, event_type, granularity,
     cold = answers(stack, queries, cache, final_before)
     assert cache.misses > 0 and len(cache.days) == 2
     warm = answers(stack, queries, cache, final_before)
-    assert cache.hits > 0
+    assert cache.hits > 0 and cache.spans  # the whole days of each query, merged once and kept
     for direct, cached in cold + warm:
         assert msgspec.json.decode(direct)  # the range has data
         assert cached == direct
