@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger("tally.api")
 
 
 class ParamError(Exception):
@@ -45,13 +49,29 @@ async def too_costly_handler(_request: Request, exc: Exception) -> JSONResponse:
 
 def store_unavailable(store: str):
     """A store is down or restarting: a 503 the client may retry, not a 500. Ingest needs neither
-    store and keeps accepting."""
+    store and keeps accepting. The answer says what happened in words a dashboard can show; the
+    driver's own text (hosts, ports, nested error maps) goes to the log for the operator."""
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        retry = str(request.app.state.settings.retry_after_s)
-        return problem(503, f"{store} unavailable", f"{store}: {exc}", headers={"Retry-After": retry})
+        retry = request.app.state.settings.retry_after_s
+        log.warning("%s unavailable for %s: %s: %s", store, request.url.path, type(exc).__name__, exc)
+        detail = f"{store} {_what_happened(exc)}; nothing was lost, ask again in {retry} s"
+        return problem(503, f"{store} unavailable", detail, headers={"Retry-After": str(retry)})
 
     return handler
+
+
+def _what_happened(exc: Exception) -> str:
+    text = f"{type(exc).__name__} {exc}"
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict):  # the Cassandra driver's NoHostAvailable: what failed, per host
+        text += "".join(f" {type(e).__name__} {e}" for e in errors.values())
+    text = text.lower()
+    if "pooltimeout" in text:
+        return "gave no connection in time (down, or every connection busy)"
+    if "timeout" in text or "timed out" in text:
+        return "did not answer in time"
+    return "cannot be reached"
 
 
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -29,6 +29,10 @@ def test_with_both_stores_down_the_api_starts_ingests_and_answers_their_queries_
     for r, store in ((aggregate, "PostgreSQL"), (filtered, "Cassandra")):
         assert r.status_code == 503 and r.headers["Retry-After"] == "5", r.text
         assert r.json()["title"] == f"{store} unavailable"
+        # Words for a person, not the driver's error maps, hosts and ports.
+        detail = r.json()["detail"]
+        assert detail.startswith(f"{store} ") and detail.endswith("; nothing was lost, ask again in 5 s"), detail
+        assert not any(raw in detail for raw in ("errors=", "127.0.0.1", "port", "Error")), detail
     assert live.status_code == 200
     checks = ready.json()["checks"]
     assert ready.status_code == 503 and checks["kafka"] == "ok"
