@@ -99,11 +99,13 @@ class RawEventReader:
         if end_us < start_us:
             return
         out = _Ordered(q, start_us, end_us)
-        # Rows asked of each shard a round trip: every row fetched is read and decoded by the driver
-        # whether the page needs it or not, and each further round trip waits on Cassandra. A page
-        # without filters takes most of what it reads; a filtered one skips most of it.
+        # Rows asked of each stream (type and shard) a round trip: every row fetched is read and
+        # decoded by the driver whether the page needs it or not, and each further round trip waits
+        # on Cassandra. The page's events are shared among the streams; a page without filters
+        # takes most of what it reads, a filtered one skips most of it.
         filtered = q.source is not None or q.user_id is not None or bool(q.attrs)
-        rows = min(1000, q.limit * 2) if filtered else max(16, q.limit // 2)
+        share = -(-q.limit // (len(q.event_types) * self.shards))
+        rows = min(1000, max(8, share * (8 if filtered else 2)))
         hour = end_us - end_us % HOUR_US
         while hour + HOUR_US > start_us:
             lo, hi, wide = slot_bounds(start_us, end_us, hour)
