@@ -30,7 +30,7 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         "freshness_p99_s",
         "aggregate_p99_ms",
         "aggregate_columns_p99_ms",
-        "aggregate_columns_gzip_bytes",
+        "aggregate_columns_zstd_bytes",
         "idle_aggregate_p99_ms",
         "filtered_page100_p99_ms",
         "replay_events_per_s_per_process",
