@@ -51,7 +51,8 @@ def test_the_cassandra_driver_gets_the_contact_points_and_dc(settings):
     try:
         assert cluster.contact_points == ["10.1.0.1", "10.1.0.2"]
         assert cluster.port == settings.cassandra_port
-        assert cluster.load_balancing_policy.local_dc == "dc-east"
+        # Set on the default execution profile, which every statement uses unless given another.
+        assert cluster.profile_manager.default.load_balancing_policy.local_dc == "dc-east"
     finally:
         cluster.shutdown()
 
