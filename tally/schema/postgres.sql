@@ -165,12 +165,3 @@ create table if not exists operation_runs (
     events bigint not null default 0,      -- events it folded or compared
     mismatches integer not null default 0  -- cells that did not agree
 );
-
--- Which version of this file (with the extensions it adapts to) was applied last: it is applied
--- again only when that changes (tally.storage.rollup_store.apply_schema), because applying it
--- locks tables the stream is writing.
-create table if not exists schema_version (
-    one boolean primary key default true check (one),
-    version text not null,
-    applied_at timestamptz not null
-);

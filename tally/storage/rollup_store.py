@@ -4,8 +4,6 @@ a flush the database refuses."""
 
 from __future__ import annotations
 
-import hashlib
-import time
 from datetime import UTC, datetime
 
 import msgspec
@@ -74,48 +72,10 @@ def connect(settings: Settings, **kwargs) -> psycopg.Connection:
 
 
 def apply_schema(conn: psycopg.Connection) -> None:
-    """Create or upgrade Tally's tables, once per version of the schema file (and of the extensions
-    installed, which it adapts to). Every start of a dataflow process calls this while the other
-    processes write: `alter table ... if not exists` and `create index if not exists` lock their
-    table even when there is nothing to do, and deadlocked with the writers (seen in a test run),
-    so an applied version is recorded and not applied again."""
-    text = SCHEMA.read_text()
+    # Several dataflow processes start at once; concurrent `create ... if not exists` can still collide.
     with conn.transaction():
-        version = _schema_version(conn, text)
-        if _applied_version(conn) == version:
-            return
-    for attempt in range(5):
-        try:
-            # Several dataflow processes start at once; concurrent `create ... if not exists` collide.
-            with conn.transaction():
-                conn.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                if _applied_version(conn) == version:
-                    return
-                conn.execute(text)
-                conn.execute(
-                    "insert into schema_version values (true, %s, now())"
-                    " on conflict (one) do update set version = excluded.version, applied_at = excluded.applied_at",
-                    (version,),
-                )
-            return
-        except psycopg.errors.DeadlockDetected:
-            # An upgrade takes its locks while the stream writes: the writer's transaction went
-            # through, this one was chosen to wait for it and can go through now.
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-def _schema_version(conn: psycopg.Connection, text: str) -> str:
-    extensions = conn.execute("select string_agg(extname || ' ' || extversion, ',' order by extname) from pg_extension")
-    return hashlib.sha256(text.encode() + b"\0" + (extensions.fetchone()[0] or "").encode()).hexdigest()
-
-
-def _applied_version(conn: psycopg.Connection) -> str | None:
-    if conn.execute("select to_regclass('schema_version')").fetchone()[0] is None:
-        return None
-    row = conn.execute("select version from schema_version").fetchone()
-    return row[0] if row else None
+        conn.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA.read_text())
 
 
 def bump_revision(conn: psycopg.Connection) -> None:

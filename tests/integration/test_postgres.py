@@ -32,21 +32,3 @@ def test_extensions_available_here_are_installed(conn):
     installed = {r[0] for r in conn.execute("select extname from pg_extension")}
     for ext in ("timescaledb", "hll"):
         assert (ext in installed) == (ext in available), ext
-
-
-def test_applying_the_current_schema_again_takes_no_lock_the_stream_waits_on(stack, conn):
-    from tally.storage import rollup_store
-
-    rollup_store.apply_schema(conn)  # the stack applied it: this finds its version
-    with psycopg.connect(stack.pg_dsn) as reader:
-        reader.execute("select count(*) from late_events")  # holds a share lock until it ends
-        conn.execute("set lock_timeout = '2s'")
-        # A dataflow process starting beside this one: `alter table late_events` would wait for it.
-        rollup_store.apply_schema(conn)
-        # A changed schema (an upgrade) is applied, and waits for the lock like any DDL.
-        conn.execute("update schema_version set version = 'older'")
-        with pytest.raises(psycopg.errors.LockNotAvailable):
-            rollup_store.apply_schema(conn)
-    rollup_store.apply_schema(conn)
-    assert conn.execute("select version from schema_version").fetchone()[0] != "older"
-    conn.execute("reset lock_timeout")
