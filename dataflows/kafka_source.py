@@ -83,10 +83,14 @@ class KafkaPartition(StatefulSourcePartition[tuple[str, KafkaBatch], None]):
         with rollup_store.connect(settings, autocommit=True) as conn:
             rollup_store.apply_schema(conn)
             lateness = settings.allowed_lateness_s
-            next_offset, watermark, cells = rollup_store.load_partition(conn, self.topic, partition, lateness)
-            # A partition starting afresh (topic recreated, rollups wiped) may reuse old positions.
-            refused_here = refused.load(conn, self.topic, partition, next_offset) if next_offset is not None else {}
-            whole_until = rollup_store.whole_until(conn, self.topic, partition)
+            # One snapshot for everything the partition resumes from: the last commit of a process
+            # killed a moment ago may still be landing (rollup_store.load_partition).
+            with conn.transaction():
+                conn.execute("set transaction isolation level repeatable read")
+                next_offset, watermark, cells = rollup_store.load_partition(conn, self.topic, partition, lateness)
+                # A partition starting afresh (topic recreated, rollups wiped) may reuse old positions.
+                refused_here = refused.load(conn, self.topic, partition, next_offset) if next_offset is not None else {}
+                whole_until = rollup_store.whole_until(conn, self.topic, partition)
         self.consumer = Consumer(consumer_config(settings))
         start = next_offset if next_offset is not None else OFFSET_BEGINNING
         self.consumer.assign([TopicPartition(self.topic, partition, start)])

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from tally.cells import BUCKET_S, HOUR_S, Acc, Key, RollupRow, bucket_of, hour_of
@@ -232,7 +233,21 @@ def load_partition(
 ) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
     """Where a partition resumes: (next offset, watermark, open cells by (width, key)) as last
     committed. Open minutes are their rows; an open hour has no row yet and is its final minutes'
-    rows merged in minute order, as the dataflow merged them (tally.aggregator.PartitionAggregator)."""
+    rows merged in minute order, as the dataflow merged them (tally.aggregator.PartitionAggregator).
+
+    The offset and the rows are read in one snapshot: a killed process's last commit can still land
+    while its successor loads, and an offset read before it with rows read after it would replay
+    that commit's events on top of its rows."""
+    outside = conn.info.transaction_status == TransactionStatus.IDLE
+    with conn.transaction():
+        if outside:  # within a caller's transaction, the caller's isolation holds
+            conn.execute("set transaction isolation level repeatable read")
+        return _load_partition(conn, topic, partition, allowed_lateness_s)
+
+
+def _load_partition(
+    conn: psycopg.Connection, topic: str, partition: int, allowed_lateness_s: int
+) -> tuple[int | None, int | None, dict[tuple[int, Key], Acc]]:
     row = conn.execute(
         "select next_offset, watermark from stream_offsets where topic = %s and kafka_partition = %s",
         (topic, partition),
