@@ -21,8 +21,6 @@ import msgspec
 
 _encode = msgspec.json.Encoder().encode
 
-LAYOUTS = ("rows", "columns")
-
 # A piece of one series' points, encoded: whatever the layout needs to join it with the others.
 Fragment = tuple
 

@@ -134,11 +134,12 @@ async def get_aggregate(
         named=plan(catalog, named) if named else None,
     )
     system = rollout.choose(settings, q) if legacy is not None else "tally"
+    how = layouts.layout(format, q.metrics)
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     t0 = time.perf_counter()
     if system == "legacy":
         try:
-            series = [await _legacy_series(legacy, q, settings, layouts.layout(format, q.metrics))]
+            series = [await _legacy_series(legacy, q, settings, how)]
             state = aggregates.StreamState(None, None, None)
         except TooManyPoints:
             raise
@@ -157,7 +158,7 @@ async def get_aggregate(
                 state.final_before,
                 state.revision,
                 settings.max_points,
-                layouts.layout(format, q.metrics),
+                how,
             )
     rollout.ANSWERS.labels(system).inc()
     rollout.SECONDS.labels(system).observe(time.perf_counter() - t0)
