@@ -12,7 +12,7 @@ let page = 0;
 // or a slow answer to an old query would overwrite the current one. (Dropping every answer but the
 // newest request's would draw nothing at all when answers take longer than the refresh period.)
 const issued = { chart: 0, events: 0 };
-const shown = { chart: 0, events: 0 };
+const onScreen = { chart: 0, events: 0 };
 
 function range() {
   if ($("range").value === "custom" && $("from").value && $("to").value) {
@@ -53,13 +53,13 @@ async function loadTypes() {
 function narrowTypes() {
   const typed = $("typefilter").value.trim().toLowerCase();
   const options = [...$("types").options];
-  let shown = 0;
+  let count = 0;
   for (const o of options) {
     o.hidden = typed !== "" && !o.value.toLowerCase().includes(typed);
-    if (!o.hidden) shown += 1;
+    if (!o.hidden) count += 1;
   }
   const total = options.length.toLocaleString();
-  const listed = typed ? `${shown.toLocaleString()} of ${total} shown` : `${total} types`;
+  const listed = typed ? `${count.toLocaleString()} of ${total} shown` : `${total} types`;
   $("typecount").textContent = `${listed} · ${$("types").selectedOptions.length.toLocaleString()} selected`;
 }
 
@@ -107,8 +107,8 @@ async function refreshChart() {
   selectedTypes().forEach((t) => p.append("event_type", t));
   const seq = ++issued.chart;
   const body = await getJSON("/api/aggregate", p);
-  if (seq < shown.chart) return;
-  shown.chart = seq;
+  if (seq < onScreen.chart) return;
+  onScreen.chart = seq;
   $("asof").textContent = `granularity ${body.granularity} · data as of ${body.as_of ? new Date(body.as_of).toLocaleTimeString() : "-"}`;
   draw(body, metric, label, from, to);
 }
@@ -116,8 +116,8 @@ async function refreshChart() {
 async function refreshEvents() {
   // Nothing chosen: the types the filter shows, as many as /api/filtered_events takes in one request
   // (tally.api.params.MAX_FILTER_VALUES); with thousands of types, all of them would be refused.
-  const shown = [...$("types").options].filter((o) => !o.hidden).map((o) => o.value);
-  const types = selectedTypes().length ? selectedTypes() : shown.slice(0, MAX_EVENT_TYPES);
+  const visible = [...$("types").options].filter((o) => !o.hidden).map((o) => o.value);
+  const types = selectedTypes().length ? selectedTypes() : visible.slice(0, MAX_EVENT_TYPES);
   const tbody = $("events").tBodies[0];
   if (!types.length) {
     tbody.replaceChildren();
@@ -144,8 +144,8 @@ async function refreshEvents() {
     body = await getJSON("/api/filtered_events", p);
     events.push(...body.events);
   }
-  if (seq < shown.events) return;
-  shown.events = seq;
+  if (seq < onScreen.events) return;
+  onScreen.events = seq;
   cursors[page + 1] = body.next_cursor;
   tbody.replaceChildren(...events.map(row));
   $("evinfo").textContent = `page ${page + 1}, ${events.length} events, newest first`;
