@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def background_load(settings, rate: float, keys: int = 400):
     if not rate:
         yield out
         return
-    code = f"from benchmarks.common import _load_forever; _load_forever({settings.api_port}, {rate}, {keys})"
+    args = f"{settings.api_port}, {rate}, {keys}, {os.getpid()}"
+    code = f"from benchmarks.common import _load_forever; _load_forever({args})"
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         yield out
@@ -57,7 +59,7 @@ def background_load(settings, rate: float, keys: int = 400):
             out.update(json.loads(lines[-1]))
 
 
-def _load_forever(port: int, rate: float, keys: int) -> None:
+def _load_forever(port: int, rate: float, keys: int, parent: int) -> None:
     import asyncio
     import uuid
 
@@ -66,7 +68,9 @@ def _load_forever(port: int, rate: float, keys: int) -> None:
 
     factory = BodyFactory(f"bg{uuid.uuid4().hex[:6]}", 1000, shapes=16, event_types=max(1, keys // 4))
     total = {"accepted": 0, "seconds": 0.0}
-    while True:  # short rounds, each reported, until the parent terminates this process
+    # Short rounds, each reported, until the parent terminates this process, or dies without doing so
+    # (a harness killed on a timeout): an orphan would go on loading the stack under the next runs.
+    while os.getppid() == parent:
         stats = asyncio.run(
             post_bodies(f"http://127.0.0.1:{port}/api/events", factory.next, 1000, rate, 2.0, 4, gzipped=False)
         )

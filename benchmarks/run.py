@@ -9,9 +9,11 @@ Prints a table (figure, value, target) and writes all figures as JSON to benchma
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +59,9 @@ TARGETS = {
 
 
 def main() -> None:
+    # SIGUSR1 prints every thread's stack to stderr: what a run that hangs is waiting on (the smoke
+    # test sends it before giving up on the run).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="seconds, not minutes: for CI")
     ap.add_argument("--duration", type=float, default=600, help="end-to-end seconds")

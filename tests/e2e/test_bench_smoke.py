@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from tally.settings import REPO_ROOT
 
 
 def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
     out = tmp_path / "bench.json"
-    r = subprocess.run(
+    bench = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
         cwd=REPO_ROOT,
         env=os.environ,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    try:
+        stdout, stderr = bench.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        # Where it hangs, not only that it did: the harness prints its threads' stacks on SIGUSR1.
+        bench.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        bench.kill()
+        stdout, stderr = bench.communicate()
+        raise AssertionError(f"the smoke run took over 600 s; its stacks and output:\n{stderr[-6000:]}") from None
+    assert bench.returncode == 0, stdout[-2000:] + stderr[-2000:]
     figures = json.loads(out.read_text())
     for key in (
         "ingest_events_per_s",
@@ -64,4 +75,4 @@ def test_bench_smoke_produces_every_figure_and_exact_counts(stack, tmp_path):
         assert figures[f"compare_{run}_legacy_events"] == forwarded
         assert figures[f"compare_{run}_tally_events"] == accepted == 20_000
         assert (figures[f"compare_{run}_differing_event_types"] == 0) == (forwarded == accepted)
-    assert "e2e_events_per_s" in r.stdout  # the table is printed
+    assert "e2e_events_per_s" in stdout  # the table is printed
