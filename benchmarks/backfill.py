@@ -30,6 +30,7 @@ from benchmarks.common import background_load, pct, report
 from benchmarks.components import Sampler
 from benchmarks.freshness import probe
 from benchmarks.workload import Workload
+from tally.auth.devissuer import bearer
 from tally.settings import Settings, get_settings
 
 DENSITY = 10_000_000_000 / 86_400  # events per second of event time at 10 B a day
@@ -74,7 +75,8 @@ def load(shares: list[list[Path]], run: str) -> tuple[float, list[dict]]:
 
 
 def exact(settings: Settings, work: Workload) -> bool:
-    with httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=120) as client:
+    base = f"http://127.0.0.1:{settings.api_port}"
+    with httpx.Client(base_url=base, timeout=120, headers=bearer(settings)) as client:
         cells = counted(client, work.prefix, work.minutes())
     return all(work.truth[k] == cells[k] for k in work.truth.keys() | cells.keys())
 
@@ -116,7 +118,9 @@ def one(settings: Settings, events: int, keys: int, parts: int, probe_rate: floa
 def _probe_until(settings: Settings, done: threading.Event, latencies: list[float]) -> None:
     async def go() -> None:
         run = uuid.uuid4().hex[:8]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30, headers=bearer(settings)
+        ) as client:
             i = 0
             while not done.is_set():
                 latencies.append(await probe(client, run, i))

@@ -23,6 +23,7 @@ import httpx
 from benchmarks.common import report
 from benchmarks.components import Sampler
 from benchmarks.workload import Workload
+from tally.auth.devissuer import bearer
 from tally.loadgen import post_bodies
 from tally.settings import Settings, get_settings
 from tally.stack import runner
@@ -104,7 +105,7 @@ def run(
     usage = sampler.stop()
     if drain_s is None:
         raise RuntimeError(f"not caught up after {drain_timeout_s} s")
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with httpx.Client(base_url=base, timeout=120, headers=bearer(settings)) as client:
         cells = counted(client, prefix, work.minutes())
     wrong = sum(1 for k in work.truth.keys() | cells.keys() if work.truth[k] != cells[k])
     return {

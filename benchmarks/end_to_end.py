@@ -13,6 +13,7 @@ import httpx
 from benchmarks import catchup
 from benchmarks.bodies import BodyFactory
 from benchmarks.components import Sampler
+from tally.auth.devissuer import bearer
 from tally.loadgen import post_bodies
 from tally.settings import Settings
 
@@ -64,7 +65,7 @@ def run(
     send = post_bodies(url, factory.next, events_per_body, rate, duration_s, concurrency, False, accepted)
     stats = asyncio.run(send)
     sent_done = time.monotonic()
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with httpx.Client(base_url=base, timeout=120, headers=bearer(settings)) as client:
         if keys is None:
             cells = counted(client, types, start)
             while cells.total() < stats.accepted and time.monotonic() - sent_done < drain_timeout_s:

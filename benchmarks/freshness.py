@@ -12,6 +12,7 @@ import httpx
 
 from benchmarks.bodies import BodyFactory
 from benchmarks.common import pct, report
+from tally.auth.devissuer import bearer
 from tally.loadgen import post_bodies
 from tally.settings import Settings, get_settings
 
@@ -61,7 +62,7 @@ async def _run(s: Settings, args) -> dict:
     )
     run_id = uuid.uuid4().hex[:8]
     latencies = []
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=bearer(s)) as client:
         for i in range(args.probes):
             latencies.append(await probe(client, run_id, i))
             await asyncio.sleep(args.every)

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bodies import BodyFactory
 from benchmarks.common import pct, report
+from tally.auth.devissuer import bearer
 from tally.legacy import compare
 from tally.loadgen import post_bodies
 from tally.settings import Settings, get_settings
@@ -81,7 +82,8 @@ def one_run(
     started = time.time()
     try:
         url = f"http://127.0.0.1:{side.api_port}/api/events"
-        stats = asyncio.run(post_bodies(url, next_body, 1000, rate, 3600, concurrency, gzipped=False))
+        send = post_bodies(url, next_body, 1000, rate, 3600, concurrency, gzipped=False, auth=bearer(side))
+        stats = asyncio.run(send)
         # Whatever the legacy side can take, it has taken within a few seconds of the last request.
         deadline = time.monotonic() + settle_s
         while (c := legacy_counters(side.api_port))["buffered"] and time.monotonic() < deadline:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from benchmarks.common import pct, report
+from tally.auth.devissuer import bearer
 from tally.settings import Settings, get_settings
 from tally.sketch import Hll, hash_user
 from tally.storage import rollup_store
@@ -116,7 +117,7 @@ def run(s: Settings, port: int | None = None, n_sources: int = 25, requests: int
     run_id = f"nmb{uuid.uuid4().hex[:6]}"
     sources = [f"{run_id}.src{i}" for i in range(n_sources)]
     now = datetime.now(UTC)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port or s.api_port}", timeout=120)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port or s.api_port}", timeout=120, headers=bearer(s))
     known = client.get("/api/metrics")
     if known.status_code != 200 or "conversion" not in [m["name"] for m in known.json()["metrics"]]:
         raise RuntimeError("this API serves no named metrics (GET /api/metrics): start it with dbt_project/ parsed")

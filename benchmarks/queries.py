@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from benchmarks.common import background_load, pct, report
+from tally.auth.devissuer import bearer
 from tally.events.schema import Event, encode_event
 from tally.flush import RawBatch
 from tally.settings import Settings, get_settings
@@ -158,7 +159,7 @@ def run(
     start = end - timedelta(days=days)
     # The days end today: data seeded on another day would leave the range's last days empty.
     prefix = seed_id or f"q{series}x{days}v2d{start:%Y%m%d}"
-    client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=120)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=120, headers=bearer(s))
     probe = client.get(
         "/api/aggregate", params={"from": start.isoformat(), "to": end.isoformat(), "event_type": f"{prefix}.type0"}
     ).json()

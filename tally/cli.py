@@ -153,6 +153,7 @@ def send(
     import asyncio
     import gzip
 
+    from tally.auth import devissuer
     from tally.loadgen import Generator, post_bodies
 
     s = get_settings()
@@ -163,13 +164,76 @@ def send(
         return gzip.compress(gen.body(batch)[0], compresslevel=1)
 
     typer.echo(f"sending {rate:.0f} events/s for {duration:.0f} s to {url} ...", err=True)
-    stats = asyncio.run(post_bodies(url, next_body, batch, rate, duration, concurrency=4))
+    auth = devissuer.bearer(s, ["events:write"])
+    stats = asyncio.run(post_bodies(url, next_body, batch, rate, duration, concurrency=4, auth=auth))
     typer.echo(
         f"sent {stats.sent} events in {stats.seconds:.1f} s ({stats.sent / stats.seconds:.0f}/s); "
         f"accepted {stats.accepted}; responses {stats.statuses}; failed requests {stats.failed_requests}"
     )
     if stats.accepted != stats.sent:
         raise typer.Exit(1)
+
+
+@app.command("token")
+def token(
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="Grant only this scope (repeatable); default: every scope.")
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Seconds until it expires.", min=1, max=30 * 86400)] = 24 * 3600,
+) -> None:
+    """Print a bearer token of the local development issuer, one line, for scripts and curl
+    (`curl -H "Authorization: Bearer $(tally token)" ...`)."""
+    from tally.auth import devissuer
+
+    s = get_settings()
+    if s.auth_issuer:
+        typer.secho("error: this API trusts TALLY_AUTH_ISSUER, not the development issuer", fg="red", err=True)
+        raise typer.Exit(1)
+    try:
+        typer.echo(devissuer.mint(s, tuple(scope or devissuer.SCOPES), ttl))
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+apikey = typer.Typer(help="API keys for machine clients: created, listed, revoked.", no_args_is_help=True)
+app.add_typer(apikey, name="apikey")
+
+
+@apikey.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who or what uses it, for the list.")],
+    scope: Annotated[list[str], typer.Option("--scope", help="A scope it grants (repeatable).")],
+) -> None:
+    """Create a key and print it: the only time it is shown (Tally keeps its hash)."""
+    from tally.auth import apikeys
+
+    try:
+        typer.echo(apikeys.create(get_settings(), name, scope))
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """Every key: id, name, scopes, created, revoked."""
+    from tally.auth import apikeys
+
+    for k in apikeys.list_keys(get_settings()):
+        revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "live"
+        typer.echo(f"{k.id}  {k.name:<24}  {' '.join(k.scopes):<36}  created {k.created_at:%Y-%m-%d %H:%M}  {revoked}")
+
+
+@apikey.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The id `tally apikey list` shows.")]) -> None:
+    """Revoke a key: the API refuses it within TALLY_AUTH_KEY_CACHE_S (5 s)."""
+    from tally.auth import apikeys
+
+    if not apikeys.revoke(get_settings(), key_id):
+        typer.secho(f"error: no live key {key_id}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 @app.command("metrics")

@@ -18,6 +18,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import msgspec
 
+from tally.auth.devissuer import bearer
+from tally.settings import get_settings
+
 EVENT_TYPES = [("page_view", 50), ("click", 25), ("add_to_cart", 10), ("purchase", 4), ("signup", 2), ("error", 9)]
 SOURCES = [("web", 55), ("ios", 20), ("android", 20), ("backend", 5)]
 COUNTRIES = ["us", "de", "fr", "in", "br", "jp", "gb", "ca"]
@@ -79,11 +82,15 @@ async def post_bodies(
     concurrency: int = 8,
     gzipped: bool = True,
     on_accepted: Callable[[bytes], None] | None = None,
+    auth: dict[str, str] | None = None,
 ) -> SendStats:
     """Post bodies from `next_body()` for `duration_s` or until it returns None, at `rate` events/s
-    (None: as fast as possible); `on_accepted(body)` for each body answered 202."""
+    (None: as fast as possible); `on_accepted(body)` for each body answered 202. `auth`: the
+    credentials' headers; unset, a development token of this process's settings."""
     stats = SendStats()
-    headers = {"Content-Type": "application/x-ndjson"}
+    if auth is None:
+        auth = bearer(get_settings(), ["events:write"])
+    headers = {"Content-Type": "application/x-ndjson", **auth}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
     interval = events_per_body / rate if rate else 0.0

@@ -162,6 +162,37 @@ class Settings(BaseSettings):
     legacy_read_share: float = Field(0.0, ge=0, le=1)
     legacy_shadow: bool = False
 
+    # Who may call the API (tally.auth). On: every route but /healthz, /readyz and (below) /docs and
+    # /metrics needs a bearer token (a JWT with scopes events:write, events:read, tally:admin) or an
+    # API key (`tally apikey create`). Off is for a closed network only and is logged at every start.
+    auth: bool = True
+    # The OIDC issuer whose tokens are trusted. Unset: the development issuer the API serves itself
+    # at /auth/dev, whose signing key the stack keeps under state_dir/auth (0600) and which signs in
+    # browsers on loopback only; `tally token` prints one of its tokens.
+    auth_issuer: str | None = None
+    # Its key set; unset: the jwks_uri of the issuer's /.well-known/openid-configuration.
+    auth_jwks_url: str | None = None
+    # The `aud` every token must carry, and the only signing algorithms accepted (never "none" or an
+    # HMAC one: a public key must not be usable as a shared secret).
+    auth_audience: str = "tally"
+    auth_algorithms: Annotated[list[str], NoDecode, Field(min_length=1)] = ["ES256", "RS256", "EdDSA"]
+    auth_leeway_s: int = Field(30, ge=0, le=300)
+    # A token longer than this is refused unread (headers and claims are small; keys are not inside).
+    auth_max_token_bytes: int = Field(8192, ge=512)
+    # The browser UI signs in with authorization code + PKCE as this client of auth_issuer, the API
+    # keeping the token in an HttpOnly cookie (the backend-for-frontend pattern); a confidential
+    # client also sends its secret.
+    auth_client_id: str = "tally-ui"
+    auth_client_secret: str | None = None
+    # Where the browser reaches the API, for the sign-in's redirect; unset: the address it used.
+    public_url: str | None = None
+    # A revoked API key is refused within this long (lookups are cached per worker).
+    auth_key_cache_s: float = Field(5.0, ge=0, le=300)
+    # /metrics: "loopback" (Prometheus on the same host or a pod's sidecar), "open", or "token"
+    # (scope tally:admin). /docs and /openapi.json: open unless auth_docs_open is false.
+    auth_metrics: Literal["loopback", "open", "token"] = "loopback"
+    auth_docs_open: bool = True
+
     prometheus_port: int = 9090
     # Where the API (/ops page) and `tally status` read Prometheus; unset: the local stack's.
     prometheus_url: str | None = None
@@ -197,11 +228,20 @@ class Settings(BaseSettings):
     # How long `stack up` waits for each service to answer before calling it failed.
     start_timeout_s: float = 180.0
 
-    @field_validator("cassandra_hosts", mode="before")
+    @field_validator("cassandra_hosts", "auth_algorithms", mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
-            return [host.strip() for host in value.split(",") if host.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # "none" takes unsigned tokens; an HMAC algorithm would let a published key sign them.
+        allowed = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+        if bad := [a for a in value if a not in allowed]:
+            raise ValueError(f"only public-key algorithms ({', '.join(sorted(allowed))}); not {', '.join(bad)}")
         return value
 
     @model_validator(mode="after")
@@ -254,6 +294,11 @@ class Settings(BaseSettings):
     @property
     def prometheus_base(self) -> str:
         return (self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}").rstrip("/")
+
+    @property
+    def auth_dir(self) -> Path:
+        """The development issuer's signing key (tally.auth.devissuer): 0700, its files 0600."""
+        return self.state_dir / "auth"
 
     @property
     def quality_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from starlette_compress import CompressMiddleware
 
 import tally
 from tally.api import metrics, rollout
+from tally.api.contract import problem_response
 from tally.api.problems import (
     ParamError,
     TooCostly,
@@ -29,8 +31,12 @@ from tally.api.problems import (
     too_costly_handler,
     validation_error_handler,
 )
-from tally.api.routes import aggregate, docs, events, filtered_events, named_metrics, ops, ops_panels, quality
+from tally.api.routes import aggregate, auth, docs, events, filtered_events, named_metrics, ops, ops_panels, quality
+from tally.api.security import AdminScope, Guard, ReadScope, WriteScope, auth_error_handler, scope
 from tally.api.stores import HllSupport, RawStore, rollup_pool
+from tally.auth import devissuer
+from tally.auth.apikeys import KeyChecker
+from tally.auth.tokens import AuthError, IssuerUnavailable, TokenVerifier
 from tally.legacy.forwarder import DualWriter
 from tally.legacy.sinks import make_sink
 from tally.legacy.store import PostgresLegacyStore
@@ -42,6 +48,11 @@ from tally.storage.aggregate_cache import FinalDays
 from tally.storage.aggregates import TooManyPoints
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("tally.api")
+AUTH_RESPONSES = {
+    401: problem_response("No credentials, or a token or API key that is not valid (`error` says why).", False),
+    403: problem_response("The credentials lack the scope this route needs (`scope` names it).", False),
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,6 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dual_writer = dual_writer(settings)
         app.state.legacy = await legacy_store(settings)
         app.state.prometheus = Prometheus(settings.prometheus_base)
+        app.state.guard = Guard(TokenVerifier(settings), KeyChecker(settings, pool), settings.auth)
+        if not settings.auth:
+            log.warning("auth is off (TALLY_AUTH=false): anyone who reaches this API can write and read everything")
+        elif not settings.auth_issuer:
+            devissuer.signing_key(settings)  # created now (0600), not at the first request
         metrics.start()
         try:
             yield
@@ -84,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /docs is served from vendored assets by routes/docs.py; FastAPI's own pages load them from a CDN.
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.auth_docs_open or not settings.auth else None,
     )
     app.add_exception_handler(ParamError, param_error_handler)
     for error in (TooCostly, TooManyPoints):
@@ -95,7 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in (NoHostAvailable, DriverException):
         app.add_exception_handler(error, store_unavailable("Cassandra"))
     app.add_exception_handler(PrometheusUnavailable, store_unavailable("Prometheus"))
+    app.add_exception_handler(IssuerUnavailable, store_unavailable("The token issuer"))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(AuthError, auth_error_handler)
 
     app.add_middleware(Observe)
     # Long answers (a 30-day dashboard is megabytes of JSON) go out compressed when the client says
@@ -103,10 +122,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # shrinks it 8-12x, while gzip's level 4 took 26 ms where its level 1 takes 10 (BENCHMARKS.md).
     app.add_middleware(CompressMiddleware, zstd_level=1, brotli_quality=1, gzip_level=1)
 
-    modules = (events, aggregate, named_metrics, filtered_events, ops, ops_panels, docs, quality)
-    routers = [module.router for module in modules]
-    for router in routers:
-        app.include_router(router)
+    # The scope each resource needs; /healthz, /readyz, sign-in and (by setting) /docs and /metrics
+    # need none (routes/ops.py, routes/docs.py judge theirs).
+    scoped = {events: WriteScope, aggregate: ReadScope, named_metrics: ReadScope, filtered_events: ReadScope}
+    scoped |= {quality: ReadScope, ops_panels: AdminScope}
+    for module, needs in scoped.items():
+        app.include_router(module.router, dependencies=[needs], responses=AUTH_RESPONSES)
+    for module in (ops, docs, auth):
+        app.include_router(module.router)
+    if app.openapi_url is None:
+        docs.protect_schema(app, scope("events:read"))
+    routers = [module.router for module in (*scoped, ops, docs, auth)]
     methods = {r.path: r.methods for router in routers for r in router.routes if isinstance(r, APIRoute)}
     app.mount("/", UiFiles(methods, directory=STATIC, html=True), name="ui")
     return app

@@ -153,6 +153,12 @@ class Problem(BaseModel):
     status: int
     detail: str = Field(description="The field or parameter and the reason, for a person to read.")
     errors: list[ProblemError] | None = Field(None, description="Each field at fault and why, for a program.")
+    error: str | None = Field(
+        None,
+        description="401 and 403 only: the RFC 6750 code (missing_token, invalid_request, invalid_token,"
+        " insufficient_scope), also in the WWW-Authenticate challenge.",
+    )
+    scope: str | None = Field(None, description="401 and 403 only: the scope the route needs.")
 
 
 class OpsPanel(BaseModel):

@@ -20,8 +20,10 @@ class ParamError(Exception):
         super().__init__(f"{field}: {message}")
 
 
-def problem(status: int, title: str, detail: str, errors: list[dict] | None = None, headers=None) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+def problem(
+    status: int, title: str, detail: str, errors: list[dict] | None = None, headers=None, extra: dict | None = None
+) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")

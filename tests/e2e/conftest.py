@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tally.auth.devissuer import bearer
+
 UI_DIR = Path(__file__).parent.parent / "ui"
 
 
@@ -38,7 +40,8 @@ def driver() -> Callable[..., dict]:
 
 @pytest.fixture(scope="session")
 def api(stack) -> httpx.Client:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=30) as client:
+    # Every scope, from the stack's development issuer: tests of auth itself send their own headers.
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=30, headers=bearer(stack)) as client:
         yield client
 
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import zstandard
 
+from tally.auth.devissuer import bearer
 from tally.backfill import sources
 from tally.backfill.importer import Backfill
 from tally.producer import partition_of
@@ -96,7 +97,7 @@ class History:
         r = httpx.post(
             f"http://127.0.0.1:{self.settings.api_port}/api/events",
             content=body,
-            headers={"content-type": "application/x-ndjson"},
+            headers={"content-type": "application/x-ndjson", **bearer(self.settings)},
             timeout=60,
         )
         assert r.status_code == 202, r.text
@@ -106,7 +107,8 @@ class History:
         params = [("from", iso(self.start - timedelta(hours=1))), ("to", iso(self.closing + timedelta(hours=1)))]
         params += [("granularity", granularity), ("metrics", ",".join(METRICS)), ("group_by", "event_type,source")]
         params += [("event_type", f"{self.run}{prefix}.{t}") for t in TYPES]
-        r = httpx.get(f"http://127.0.0.1:{self.settings.api_port}/api/aggregate", params=params, timeout=60)
+        url = f"http://127.0.0.1:{self.settings.api_port}/api/aggregate"
+        r = httpx.get(url, params=params, timeout=60, headers=bearer(self.settings))
         assert r.status_code == 200, r.text
         out = {}
         for s in r.json()["series"]:
@@ -397,6 +399,7 @@ def test_the_dagster_asset_loads_a_day_and_a_second_run_changes_nothing(stack, t
     def counted() -> int:
         r = httpx.get(
             f"http://127.0.0.1:{stack.api_port}/api/aggregate",
+            headers=bearer(stack),
             params={
                 "from": f"{day}T00:00:00Z",
                 "to": f"{day}T23:59:00Z",
@@ -455,6 +458,7 @@ def test_a_legacy_table_is_read_through_a_server_side_cursor(stack):
     def total() -> float:
         r = httpx.get(
             f"http://127.0.0.1:{stack.api_port}/api/aggregate",
+            headers=bearer(stack),
             params={
                 "from": iso(at),
                 "to": iso(at + timedelta(minutes=1)),

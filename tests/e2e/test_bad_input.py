@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tally.api.app import create_app
+from tally.auth.devissuer import bearer
 from tally.settings import Settings
 from tests.e2e.conftest import iso
 
@@ -89,7 +90,7 @@ def test_bad_filtered_events_parameters_are_422_naming_the_parameter(api, params
 
 def test_kafka_unreachable_is_503_with_retry_after_and_nothing_reported_accepted(stack):
     dead = Settings(**{**stack.model_dump(), "kafka_port": 1, "produce_timeout_s": 1.0})
-    with TestClient(create_app(dead)) as client:
+    with TestClient(create_app(dead), headers=bearer(dead)) as client:
         r = client.post("/api/events", content=json.dumps([good(10), good(11)]))
     assert r.status_code == 503
     assert r.headers["Retry-After"] == str(stack.retry_after_s)

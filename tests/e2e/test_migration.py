@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from tally.api.app import create_app
+from tally.auth.devissuer import bearer
 from tally.legacy import compare
 from tally.storage import corrections, rollup_store
 from tests.e2e.conftest import iso, wait_for
@@ -83,7 +84,7 @@ class Migrated:
 def migrated(stack, legacy_dsn) -> Migrated:
     m = Migrated(stack, legacy_dsn)
     half = EVENTS // 2
-    with TestClient(create_app(m.settings)) as client:
+    with TestClient(create_app(m.settings), headers=bearer(m.settings)) as client:
         ndjson = "\n".join(json.dumps(e) for e in m.events[:half]) + '\n{"event_id": "bad"}'
         r = client.post("/api/events", content=ndjson, headers={"content-type": "application/x-ndjson"})
         assert r.status_code == 202 and r.json()["accepted"] == half, r.text
@@ -143,7 +144,7 @@ def test_the_rollout_routes_its_share_to_legacy_and_both_systems_agree(migrated)
     requests = 300
     before = shadow_results()
     answers: dict[str, list] = {"tally": [], "legacy": []}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         for i in range(requests):
             r = client.get("/api/aggregate", params=params)
             assert r.status_code == 200, r.text
@@ -213,7 +214,7 @@ def test_a_planted_discrepancy_fails_the_comparison_check_and_shows_in_the_repor
     # Shadow comparison in the API sees the same difference.
     settings = migrated.settings.model_copy(update={"legacy_sink": "off", "legacy_shadow": True})
     before = shadow_results()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         for i in range(5):
             r = client.get(
                 "/api/aggregate",
@@ -287,7 +288,7 @@ def test_a_stalled_legacy_side_never_holds_ingest_and_drops_are_counted(stack, r
         | {"legacy_batch_events": 500, "legacy_timeout_s": 60}
     )
     before = counters()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         for i in range(10):
             r = client.post("/api/events", json=events(f"{run_id}-{i}", 500))
             assert r.status_code == 202
@@ -312,7 +313,7 @@ def test_a_legacy_side_that_is_down_or_refuses_loses_nothing_uncounted(stack, ru
         update={"legacy_sink": "http", "legacy_url": url, "legacy_buffer_events": 1000, "legacy_timeout_s": 1}
     )
     before = counters()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         for i in range(4):
             assert client.post("/api/events", json=events(f"{run_id}-d{i}", 500)).status_code == 202
     d = delta(before, counters())
@@ -322,7 +323,7 @@ def test_a_legacy_side_that_is_down_or_refuses_loses_nothing_uncounted(stack, ru
     refusing = Legacy(status=400)
     settings = settings.model_copy(update={"legacy_url": refusing.url})
     before = counters()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         assert client.post("/api/events", json=events(f"{run_id}-r", 300)).status_code == 202
         wait_for(lambda: delta(before, counters())["refused"] == 300, 10, "the refused batch counted")
     assert delta(before, counters())["forwarded"] == 0
@@ -340,7 +341,7 @@ def test_one_event_the_legacy_side_cannot_take_is_the_only_one_dropped(stack, ru
         update={"legacy_sink": "http", "legacy_url": legacy.url, "legacy_batch_events": 64, "legacy_timeout_s": 5}
     )
     before = counters()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         assert client.post("/api/events", json=sent).status_code == 202
         wait_for(lambda: delta(before, counters())[reason] == 1, 60, f"the one event {reason}")
         wait_for(lambda: len(legacy.lines) == 199, 30, "the others forwarded")

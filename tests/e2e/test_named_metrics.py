@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tally.auth.devissuer import bearer
 from tally.settings import REPO_ROOT, Settings
 from tally.stack import runner
 from tests.e2e.conftest import iso, recent_window, wait_for
@@ -78,7 +79,8 @@ def own_api(stack: Settings, tmp_path_factory):
     results = runner.up(settings, ["api"])
     try:
         assert all(r.ok for r in results), [r.message for r in results]
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30) as client:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        with httpx.Client(base_url=base, timeout=30, headers=bearer(settings)) as client:
             client.settings = settings
             yield client
     finally:

@@ -29,6 +29,7 @@ from orchestration.defs.quality.checks import ROLLUP_CHECK
 from orchestration.defs.resources import TallyResource
 from orchestration.defs.stream import assets as stream
 from tally.api.app import create_app
+from tally.auth.devissuer import bearer
 from tally.cells import Acc, RollupRow
 from tally.events.schema import Event, encode_event
 from tally.flush import RawBatch
@@ -177,7 +178,7 @@ def test_the_report_and_its_data_docs_render_with_the_network_blocked(api, built
 
 def test_without_a_report_the_page_says_how_to_get_one(settings, tmp_path):
     empty = settings.model_copy(update={"state_dir": tmp_path})
-    with TestClient(create_app(empty)) as client:
+    with TestClient(create_app(empty), headers=bearer(empty)) as client:
         r = client.get("/quality/")
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
         assert "No report yet" in r.text and "quality_report" in r.text and "Materialize" in r.text

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from tally.api.app import create_app
+from tally.auth.devissuer import bearer
 from tally.settings import Settings
 from tally.storage import rollup_store
 from tests.e2e.conftest import iso
@@ -18,7 +19,7 @@ def test_with_both_stores_down_the_api_starts_ingests_and_answers_their_queries_
     # Ports nothing listens on: as if PostgreSQL and Cassandra were down when the API started.
     down = Settings(**{**stack.model_dump(), "pg_port": 1, "cassandra_port": 2})
     now = iso(datetime.now(UTC))
-    with TestClient(create_app(down)) as client:
+    with TestClient(create_app(down), headers=bearer(down)) as client:
         event = {"event_id": f"down-{uuid.uuid4().hex}", "event_type": "stores_down.ok", "timestamp": now}
         accepted = client.post("/api/events", json=[event])
         window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z", "event_type": "stores_down.ok"}
@@ -53,7 +54,7 @@ def test_a_statement_over_the_query_timeout_is_cancelled_and_answered_422_with_a
         )
     try:
         slow = Settings(**{**stack.model_dump(), "query_timeout_s": 0.001})
-        with TestClient(create_app(slow)) as client:
+        with TestClient(create_app(slow), headers=bearer(slow)) as client:
             params = {"from": "2026-01-01T00:00:00Z", "to": "2026-11-01T00:00:00Z", "event_type": et}
             r = client.get("/api/aggregate", params={**params, "group_by": "source"})
     finally:

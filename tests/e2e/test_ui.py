@@ -49,6 +49,8 @@ def test_ui_charts_live_aggregates_and_pages_matching_events(api, run_id, driver
         (e["event_id"] for e in events), key=lambda eid: (-(int(eid.rsplit("-", 1)[1]) % 60), eid)
     )[:50]
     assert seen["web_rows"] == 50
+    assert {"name": "tally_session", "httpOnly": True, "sameSite": "Strict"} in seen["cookies"]
+    assert "tally_session" not in seen["script_sees"]
     assert SCREENSHOT.stat().st_size > 10_000
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from tally.auth.devissuer import bearer
 from tally.producer import partition_of
 from tally.storage import raw_events, raw_reader, rollup_store
 from tally.storage.reconcile import reconcile
@@ -51,6 +52,7 @@ class Run:
     ):
         self.settings = pipeline
         self.url = f"http://127.0.0.1:{pipeline.api_port}"
+        self.auth = bearer(pipeline, ttl_s=6 * 3600)
         self.rate = rate
         self.run_id = f"k{uuid.uuid4().hex[:8]}"  # ids never sent before: earlier runs' are remembered, rightly
         self.types = [f"{self.run_id}.t{i}" for i in range(-(-keys // len(SOURCES)))]
@@ -104,7 +106,7 @@ class Run:
     def open(self) -> None:
         """Every partition's watermark at the end of the run's window first, so its late events
         are late wherever they land."""
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.auth) as client:
             self._post_until_accepted(client, self._every_partition("open", self.end))
 
         def moved() -> bool:
@@ -115,7 +117,7 @@ class Run:
 
     def close(self) -> None:
         """Every partition two hours on: the run's hours close and their hour rows are written."""
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.auth) as client:
             self._post_until_accepted(client, self._every_partition("close", self.closing))
 
     @property
@@ -143,7 +145,7 @@ class Run:
             s.join()
 
     def _send(self, bodies: list[bytes], connections: int, t0: float) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.auth) as client:
             sent = 0
             for body in bodies:
                 self._post_until_accepted(client, body)
@@ -204,7 +206,7 @@ class Run:
             params = [("from", iso(start)), ("to", iso(end)), ("granularity", granularity)]
             params += [("metrics", ",".join(metrics)), ("group_by", "event_type,source")]
             params += [("event_type", t) for t in self.types[k : k + TYPES_PER_QUERY]]
-            r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
+            r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60, headers=self.auth)
             if r.status_code == 503:  # the rollup store is still coming back
                 return []
             assert r.status_code == 200, r.text
@@ -213,7 +215,7 @@ class Run:
 
     def _watermark(self) -> datetime | None:
         params = {"from": iso(self.start), "to": iso(self.end + timedelta(minutes=1)), "event_type": self.types[0]}
-        r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60)
+        r = httpx.get(f"{self.url}/api/aggregate", params=params, timeout=60, headers=self.auth)
         wm = r.json().get("watermark") if r.status_code == 200 else None
         return None if wm is None else datetime.fromisoformat(wm)
 

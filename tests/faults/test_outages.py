@@ -55,7 +55,7 @@ def test_a_broker_restart_refuses_some_and_loses_none_of_the_accepted(stack, pip
     outage(stack, run, "kafka", 10)
     figures = run.check_everything()
     assert figures["accepted"] == 400_000 + run.framing  # every body got through in the end, each counted once
-    r = httpx.post(f"http://127.0.0.1:{pipeline.api_port}/api/events", json=[], timeout=30)
+    r = httpx.post(f"http://127.0.0.1:{pipeline.api_port}/api/events", json=[], timeout=30, headers=run.auth)
     assert r.status_code in (202, 400, 422)  # the API is answering again
     print(f"\nKafka broker restarted: {figures}")
 

@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tally.api.app import create_app
+from tally.auth.devissuer import bearer
 from tally.semantic.check import CompileOnly
 from tally.settings import REPO_ROOT
 from tally.sketch import Hll, hash_user
@@ -194,7 +195,7 @@ def project(stack, conn, tmp_path_factory):
 def api(stack, project, planted):
     """The API in process (the same app as its workers), reading the copy's manifest."""
     settings = stack.model_copy(update={"dbt_project_dir": project})
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(settings)) as client:
         yield client
 
 

@@ -66,3 +66,9 @@ export async function withPage(result, { viewport = { width: 1280, height: 900 }
 export async function screenshot(page, path, { fullPage = true } = {}) {
   if (path) await page.screenshot({ path, fullPage })
 }
+
+// Signed in to Tally (the development issuer approves a browser on loopback at once) and on `path`:
+// a page opened without it is sent through the same sign-in by its first answer, a 401.
+export async function signIn (page, base, path = '/') {
+  await page.goto(new URL(`/auth/login?next=${encodeURIComponent(path)}`, base).href)
+}

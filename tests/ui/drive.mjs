@@ -36,5 +36,9 @@ await withPage(result, {}, async (page) => {
   await page.waitForFunction(() => [...document.querySelectorAll('#events tbody tr')].every((r) => r.children[2].textContent === 'web'), null, { timeout: 30000 })
   result.web_rows = await page.$$eval('#events tbody tr', (rows) => rows.length)
   result.error_banner = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent))
+  // Signed in by the development issuer on the way (the first answer was a 401): the token is in a
+  // cookie the page's scripts cannot read.
+  result.cookies = (await page.context().cookies()).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }))
+  result.script_sees = await page.evaluate(() => document.cookie)
   await screenshot(page, screenshotPath)
 })

@@ -1,12 +1,12 @@
 // Opens the operations page (<base>/ops) in headless Chromium, offline, waits for two refreshes, and
 // prints as JSON what each panel drew, the alerts shown and the navigation, for
 // tests/e2e/test_operations.py. Usage: node ops.mjs <base url> [screenshot path]
-import { args, screenshot, withPage } from './browser.mjs'
+import { args, screenshot, signIn, withPage } from './browser.mjs'
 
 const [base, screenshotPath] = args
 const result = { panels: [] }
 await withPage(result, { viewport: { width: 1400, height: 1500 }, offline: true, failures: true }, async (page) => {
-  await page.goto(new URL('/', base).href)
+  await signIn(page, base)
   await page.click('header a[href="/ops/"]')
   await page.waitForFunction(() => Number(document.body.dataset.refreshed || 0) >= 2, null, { timeout: 30000 })
   result.url = new URL(page.url()).pathname

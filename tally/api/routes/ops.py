@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from tally.api.deps import PgPoolDep, ProducerDep, RawStoreDep
 from tally.api.models import Health
+from tally.api.security import authorize, is_loopback
 from tally.api.stores import readiness
 
 router = APIRouter(tags=["operations"])
@@ -35,8 +36,20 @@ async def readyz(pg: PgPoolDep, raw: RawStoreDep, producer: ProducerDep) -> JSON
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
+async def metrics_access(request: Request) -> None:
+    """TALLY_AUTH_METRICS: loopback (default: open to Prometheus beside the API, a token with
+    tally:admin from elsewhere), open, or token."""
+    settings = request.app.state.settings
+    if not settings.auth or settings.auth_metrics == "open":
+        return
+    if settings.auth_metrics == "loopback" and is_loopback(request):
+        return
+    await authorize(request, "tally:admin")
+
+
 @router.get(
     "/metrics",
+    dependencies=[Depends(metrics_access)],
     response_class=Response,
     summary="Prometheus metrics of every API worker",
     responses={

@@ -32,7 +32,7 @@ function showError(msg) {
 }
 
 async function getJSON(path, params) {
-  const r = await fetch(path + "?" + params.toString());
+  const r = await apiFetch(path + "?" + params.toString());
   const body = await r.json();
   if (!r.ok) throw new Error(body.detail || r.statusText);
   return body;
@@ -76,7 +76,7 @@ function keepHiddenChoices() {
 
 // Named metrics (defined by analysts in dbt_project/, GET /api/metrics) after the built-in ones, by label.
 async function loadMetrics() {
-  const r = await fetch("/api/metrics");
+  const r = await apiFetch("/api/metrics");
   if (!r.ok) return;
   const body = await r.json();
   const chosen = $("metric").value;

@@ -36,7 +36,7 @@ function showError(msg) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path);
+  const r = await apiFetch(path);
   const body = await r.json();
   if (!r.ok) throw new Error(body.detail || r.statusText);
   return body;
