@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,14 +50,23 @@ def background_load(settings, rate: float, keys: int = 400):
         return
     args = f"{settings.api_port}, {rate}, {keys}, {os.getpid()}"
     code = f"from benchmarks.common import _load_forever; _load_forever({args})"
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        yield out
-    finally:
-        child.terminate()
-        lines = child.communicate(timeout=30)[0].splitlines()
-        if lines:
-            out.update(json.loads(lines[-1]))
+    # Its totals go to a file, not a pipe: reading a pipe to its end can wait on whoever else holds it.
+    with tempfile.TemporaryFile("w+") as totals:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=totals, text=True)
+        try:
+            yield out
+        finally:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                # Seen in CI: a loader still sending 30 s after SIGTERM, under every later step.
+                child.kill()
+                child.wait(10)
+            totals.seek(0)
+            lines = totals.read().splitlines()
+            if lines:
+                out.update(json.loads(lines[-1]))
 
 
 def _load_forever(port: int, rate: float, keys: int, parent: int) -> None:
