@@ -193,6 +193,14 @@ class Settings(BaseSettings):
     auth_metrics: Literal["loopback", "open", "token"] = "loopback"
     auth_docs_open: bool = True
 
+    # Per-client rate limits (tally.api.ratelimit) in the notation of the `limits` library ("N/second",
+    # "N per minute"; empty: none): events ingested, and requests to the query routes. Past either, 429
+    # with Retry-After. The windows are per API worker with memory://; redis://host or memcached://host
+    # shares them across workers and replicas.
+    rate_limit_events: str = "1000000/second"
+    rate_limit_queries: str = "500/second"
+    rate_limit_storage: str = "memory://"
+
     prometheus_port: int = 9090
     # Where the API (/ops page) and `tally status` read Prometheus; unset: the local stack's.
     prometheus_url: str | None = None
@@ -233,6 +241,15 @@ class Settings(BaseSettings):
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("rate_limit_events", "rate_limit_queries")
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            parse(value)  # a ValueError naming what it could not read
         return value
 
     @field_validator("auth_algorithms")

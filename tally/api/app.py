@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from cassandra import DriverException
 from cassandra.cluster import NoHostAvailable
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
@@ -20,17 +20,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette_compress import CompressMiddleware
 
 import tally
-from tally.api import metrics, rollout
+from tally.api import metrics, ratelimit, rollout
 from tally.api.contract import problem_response
 from tally.api.problems import (
     ParamError,
     TooCostly,
     param_error_handler,
     problem,
+    rate_limited_handler,
     store_unavailable,
     too_costly_handler,
     validation_error_handler,
 )
+from tally.api.ratelimit import Limits, RateLimited
 from tally.api.routes import aggregate, auth, docs, events, filtered_events, named_metrics, ops, ops_panels, quality
 from tally.api.security import AdminScope, Guard, ReadScope, WriteScope, auth_error_handler, scope
 from tally.api.stores import HllSupport, RawStore, rollup_pool
@@ -48,11 +50,13 @@ from tally.storage.aggregate_cache import FinalDays
 from tally.storage.aggregates import TooManyPoints
 
 STATIC = Path(__file__).parent / "static"
+QueryLimit = Depends(ratelimit.queries)
 log = logging.getLogger("tally.api")
 AUTH_RESPONSES = {
     401: problem_response("No credentials, or a token or API key that is not valid (`error` says why).", False),
     403: problem_response("The credentials lack the scope this route needs (`scope` names it).", False),
 }
+LIMITED = {429: problem_response("This client is past its rate limit; retry after Retry-After.", True)}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dual_writer = dual_writer(settings)
         app.state.legacy = await legacy_store(settings)
         app.state.prometheus = Prometheus(settings.prometheus_base)
+        app.state.limits = Limits(settings)
         app.state.guard = Guard(TokenVerifier(settings), KeyChecker(settings, pool), settings.auth)
         if not settings.auth:
             log.warning("auth is off (TALLY_AUTH=false): anyone who reaches this API can write and read everything")
@@ -115,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(IssuerUnavailable, store_unavailable("The token issuer"))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(AuthError, auth_error_handler)
+    app.add_exception_handler(RateLimited, rate_limited_handler)
 
     app.add_middleware(Observe)
     # Long answers (a 30-day dashboard is megabytes of JSON) go out compressed when the client says
@@ -124,10 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The scope each resource needs; /healthz, /readyz, sign-in and (by setting) /docs and /metrics
     # need none (routes/ops.py, routes/docs.py judge theirs).
-    scoped = {events: WriteScope, aggregate: ReadScope, named_metrics: ReadScope, filtered_events: ReadScope}
-    scoped |= {quality: ReadScope, ops_panels: AdminScope}
+    # Queries count against their client's rate limit once it is known; ingest counts events
+    # (routes/events.py), known once the body is read.
+    scoped = {events: [WriteScope], quality: [ReadScope], ops_panels: [AdminScope]}
+    scoped |= {module: [ReadScope, QueryLimit] for module in (aggregate, named_metrics, filtered_events)}
     for module, needs in scoped.items():
-        app.include_router(module.router, dependencies=[needs], responses=AUTH_RESPONSES)
+        limited = module in (events, aggregate, named_metrics, filtered_events)
+        app.include_router(module.router, dependencies=needs, responses=AUTH_RESPONSES | (LIMITED if limited else {}))
     for module in (ops, docs, auth):
         app.include_router(module.router)
     if app.openapi_url is None:

@@ -21,6 +21,11 @@ UNAVAILABLE = Counter(
     " (the broker refused), metadata (the topic's partitions could not be read), client (the producer failed)",
     ["cause"],
 )
+RATE_LIMITED = Counter(
+    "tally_api_rate_limited_total",
+    "Requests answered 429 because their client was past its rate limit, by what was limited (events, queries)",
+    ["limit"],
+)
 LATENCY = Histogram(
     "tally_api_request_seconds",
     "Request latency by route and status (its _count is the requests by route and status)",

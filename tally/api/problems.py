@@ -83,3 +83,8 @@ async def validation_error_handler(_request: Request, exc: RequestValidationErro
         errors.append({"field": ".".join(loc) or None, "message": e.get("msg", "invalid")})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, "Invalid parameter", detail, errors)
+
+
+async def rate_limited_handler(_request: Request, exc: Exception) -> JSONResponse:
+    retry = getattr(exc, "retry_after_s", 1)
+    return problem(429, "Too many requests", str(exc), headers={"Retry-After": str(retry)})

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from tally.api import metrics
+from tally.api import metrics, ratelimit
 from tally.api.body import TooLarge, UnsupportedMediaType, is_ndjson, read_body
 from tally.api.contract import INGEST_BODY, problem_response
 from tally.api.deps import DualWriterDep, ProducerDep, SettingsDep
@@ -71,6 +71,7 @@ async def post_events(
         metrics.REJECTED.labels(field).inc(n)
     if not events:
         return Response(_json.encode(result), status_code=422, media_type="application/json")
+    await ratelimit.events(request, len(events))  # a 429 past the client's limit: nothing produced
     if ndjson:
         # A valid NDJSON line is exactly one event's JSON: send it as it came, no re-encoding.
         bad = {e.index for e in errors}
