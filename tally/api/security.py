@@ -8,7 +8,6 @@ routes/auth.py after sign-in), so a page on another site cannot make a browser w
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -20,7 +19,6 @@ from tally.api.problems import problem
 from tally.auth.apikeys import KeyChecker
 from tally.auth.tokens import AuthError, Principal, TokenVerifier
 
-log = logging.getLogger("tally.api")
 COOKIE = "tally_session"
 SAFE = ("GET", "HEAD")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
