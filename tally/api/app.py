@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from cassandra import DriverException
 from cassandra.cluster import NoHostAvailable
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
@@ -50,7 +50,6 @@ from tally.storage.aggregate_cache import FinalDays
 from tally.storage.aggregates import TooManyPoints
 
 STATIC = Path(__file__).parent / "static"
-QueryLimit = Depends(ratelimit.queries)
 log = logging.getLogger("tally.api")
 AUTH_RESPONSES = {
     401: problem_response("No credentials, or a token or API key that is not valid (`error` says why).", False),
@@ -128,15 +127,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # shrinks it 8-12x, while gzip's level 4 took 26 ms where its level 1 takes 10 (BENCHMARKS.md).
     app.add_middleware(CompressMiddleware, zstd_level=1, brotli_quality=1, gzip_level=1)
 
-    # The scope each resource needs; /healthz, /readyz, sign-in and (by setting) /docs and /metrics
-    # need none (routes/ops.py, routes/docs.py judge theirs).
-    # Queries count against their client's rate limit once it is known; ingest counts events
-    # (routes/events.py), known once the body is read.
-    scoped = {events: [WriteScope], quality: [ReadScope], ops_panels: [AdminScope]}
-    scoped |= {module: [ReadScope, QueryLimit] for module in (aggregate, named_metrics, filtered_events)}
-    for module, needs in scoped.items():
-        limited = module in (events, aggregate, named_metrics, filtered_events)
-        app.include_router(module.router, dependencies=needs, responses=AUTH_RESPONSES | (LIMITED if limited else {}))
+    # The scope each resource needs, and whether its client's rate limit counts it (queries by the
+    # request, once the scope check has named the client; ingest by its events, routes/events.py).
+    # /healthz, /readyz, sign-in and (by setting) /docs and /metrics need none (routes/ops.py,
+    # routes/docs.py judge theirs).
+    read, limited = [ReadScope, ratelimit.QueryLimit], AUTH_RESPONSES | LIMITED
+    scoped = {events: ([WriteScope], limited), quality: ([ReadScope], AUTH_RESPONSES)}
+    scoped |= {ops_panels: ([AdminScope], AUTH_RESPONSES)}
+    scoped |= {module: (read, limited) for module in (aggregate, named_metrics, filtered_events)}
+    for module, (needs, responses) in scoped.items():
+        app.include_router(module.router, dependencies=needs, responses=responses)
     for module in (ops, docs, auth):
         app.include_router(module.router)
     if app.openapi_url is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 
-from fastapi import Request
+from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
@@ -68,3 +68,6 @@ async def queries(request: Request) -> None:
 async def events(request: Request, n: int) -> None:
     """Called by ingest once it knows how many valid events the body holds, before producing any."""
     await request.app.state.limits.take(request.app.state.limits.events, "events", client_of(request), n)
+
+
+QueryLimit = Depends(queries)
