@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -56,6 +57,27 @@ def signing_key(settings: Settings) -> ECKey:
         finally:
             tmp.unlink()
     return ECKey.import_key(json.loads(path.read_text()))
+
+
+def redeem_once(settings: Settings, code_id: str, ttl_s: int) -> bool:
+    """True the first time an authorization code (by its `jti`) is redeemed, False ever after
+    (RFC 6749 4.1.2: a code is used once). Marks are files created exclusively, so the API's workers
+    agree without a database; marks older than the codes' lifetime go, their codes having expired."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", code_id):
+        return False
+    folder = private_dir(settings.auth_dir / "codes")
+    now = time.time()
+    for mark in folder.iterdir():
+        try:
+            if mark.stat().st_mtime < now - 2 * ttl_s:
+                mark.unlink()
+        except FileNotFoundError:
+            pass  # another worker pruned it first
+    try:
+        os.close(os.open(folder / code_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
 
 
 def public_keys(settings: Settings) -> KeySet:

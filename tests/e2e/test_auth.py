@@ -223,9 +223,13 @@ def test_browser_sign_in_binds_the_code_to_pkce_and_never_redirects_off_site(sta
         and r.json()["error"] == "invalid_grant"
         and "code_verifier" in r.json()["error_description"]
     )
-    r = anon.get(back.path, params=back.params)
-    assert r.status_code == 303 and r.headers["location"] == "/"  # not //evil.example: off-site
-    session = r.headers["set-cookie"]
+    verifier = anon.cookies["tally_signin"].split(".")[1]  # what the callback will send
+    done = anon.get(back.path, params=back.params)
+    assert done.status_code == 303 and done.headers["location"] == "/"  # not //evil.example: off-site
+    # The callback redeemed the code; the same code with the right verifier is refused after that.
+    r = anon.post("/auth/dev/token", data={**form, "code_verifier": verifier})
+    assert r.status_code == 400 and r.json()["error_description"] == "the code was used already", r.status_code
+    session = done.headers["set-cookie"]
     assert session.startswith("tally_session=") and "HttpOnly" in session and "SameSite=strict" in session
     assert anon.get("/api/metrics").status_code == 200  # by the cookie alone
     # The cookie counts for reading only: a page elsewhere could make a browser POST with it.

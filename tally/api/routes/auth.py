@@ -4,8 +4,8 @@ development issuer a local stack uses instead (its discovery document, keys, aut
 endpoints), which signs in browsers on loopback only.
 
 The development issuer's authorization codes are themselves short-lived tokens signed with its key
-and bound to the PKCE challenge: any API worker can redeem one, and only with the verifier that the
-signing-in worker kept in the browser's HttpOnly cookie.
+and bound to the PKCE challenge: any API worker can redeem one, only with the verifier that the
+signing-in worker kept in the browser's HttpOnly cookie, and only once (devissuer.redeem_once).
 """
 
 from __future__ import annotations
@@ -199,6 +199,7 @@ async def dev_authorize(
         "challenge": code_challenge,
         "scope": " ".join(scopes),
         "exp": int(time.time()) + CODE_TTL_S,
+        "jti": secrets.token_urlsafe(18),
     }
     code = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
     return RedirectResponse(f"{redirect_uri}?{urlencode({'code': code, 'state': state})}", status_code=303)
@@ -230,6 +231,8 @@ async def dev_token(request: Request, settings: SettingsDep) -> JSONResponse:
         return refused("redirect_uri or client_id differ from the authorization request's")
     if not secrets.compare_digest(claims.get("challenge", ""), _challenge(code_verifier)):
         return refused("the code_verifier does not match the code_challenge")
+    if not devissuer.redeem_once(settings, str(claims.get("jti", "")), CODE_TTL_S):
+        return refused("the code was used already")
     scopes = claims["scope"].split()
     token = devissuer.mint(settings, scopes, subject="local-browser")
     return JSONResponse(
