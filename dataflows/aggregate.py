@@ -27,7 +27,7 @@ from bytewax.operators import StatefulLogic
 from dataflows import metrics
 from dataflows.kafka_source import KafkaBatch
 from tally.aggregator import PartitionAggregator
-from tally.dedup import SeenIds
+from tally.dedup import FILTER_BUDGET, SeenIds
 from tally.events.decode import decode_messages
 from tally.events.schema import Event
 from tally.flush import LINE_BITS, Flush, RawBatch, position, seconds_of
@@ -97,6 +97,7 @@ class Aggregate:
         backlog: tuple[int, float] | None = None,
         max_events: int | None = None,
         commit_interval: float | None = None,
+        dedup_filter_bytes: int = FILTER_BUDGET,
     ):
         self.allowed_lateness_s = allowed_lateness_s
         self.flush_interval_s = flush_interval_s
@@ -105,6 +106,7 @@ class Aggregate:
         self.idle_lag_s = idle_lag_s  # None: watermarks move with events only
         self.wall_clock = wall_clock
         self.dedup = dedup  # (directory of the per-partition stores, horizon in seconds); None: off
+        self.dedup_filter_bytes = dedup_filter_bytes
         # (messages left to read from which a partition is draining a backlog, its flush interval);
         # None: flush_interval_s always
         self.backlog = backlog
@@ -138,7 +140,7 @@ class Aggregate:
         seen = None
         if self.dedup:
             fresh = restore is not None and restore.fresh
-            seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh)
+            seen = SeenIds(self.dedup[0] / f"p{batch.partition}", self.dedup[1], fresh, self.dedup_filter_bytes)
         state = PartitionState(agg, seen, last_flush=self.clock(), refused=dict(restore.refused) if restore else {})
         state.last_commit = state.last_flush
         if restore is not None:

@@ -54,6 +54,7 @@ def get_flow(
         backlog=(settings.backlog_messages, settings.backlog_flush_interval_s),
         max_events=settings.flush_max_events,
         commit_interval=settings.backlog_commit_interval_s or None,
+        dedup_filter_bytes=settings.dedup_filter_mib << 20,
     )
     flushes = op.stateful("aggregate", batches, lambda _resume: AggregateLogic(aggregate))
     due = op.key_rm("flush_due", flushes)

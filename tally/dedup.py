@@ -24,17 +24,34 @@ The same synced write records where the flush ends (its next offset), before any
 written: after a crash the dataflow cuts its first flushes at exactly those ends again, so raw
 storage receives the very same chunk rows and overwrites them instead of leaving a piece of a
 longer flush behind (tally.storage.raw_events).
+
+Lookups: nearly every id is new, and asking RocksDB that costs ~1 us a generation, so each
+generation also has an in-memory filter of its ids (tally.idfilter) that rules most new ids out in
+a few numpy calls; only the ids it cannot rule out are looked up. A filter must hold every id of
+its generation: a generation created by this process has one from its start (every id stored in it
+passes through `commit`, which adds it); one found on disk gets one only if it is small enough to
+read in at once (`LOAD_LIMIT` ids); otherwise, or once a filter would pass its memory budget, the
+generation's ids are asked of RocksDB as before. After a restart of a busy partition that lasts
+until the generations found on disk are dropped: within two horizons.
 """
 
 from __future__ import annotations
 
 import shutil
+from itertools import repeat
 from pathlib import Path
 
+import numpy as np
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+
+from tally.idfilter import IdFilter, hashes
 
 _END = b"e"  # key prefix of flush ends
 _KEEP_ENDS = 16
+# A generation found on disk holding more ids than this is not read into a filter at start (about
+# 2 s a million ids, all of it before the partition's first batch).
+LOAD_LIMIT = 2_000_000
+FILTER_BUDGET = 64 << 20  # bytes of filter a generation may take in a partition (dedup_filter_mib)
 
 
 def _options() -> Options:
@@ -57,10 +74,12 @@ def _options() -> Options:
 
 
 class SeenIds:
-    def __init__(self, path: Path, horizon_s: int, fresh: bool = False):
+    def __init__(self, path: Path, horizon_s: int, fresh: bool = False, filter_budget: int = FILTER_BUDGET):
         """`fresh`: nothing counted from this partition was ever committed, so ids remembered from
-        an earlier life of the topic (same positions, other events) must go."""
+        an earlier life of the topic (same positions, other events) must go. `filter_budget`: bytes
+        of in-memory filter a generation may take (0: none, every lookup asks RocksDB)."""
         self.horizon_s = horizon_s
+        self.filter_budget = filter_budget
         if fresh and path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -71,6 +90,10 @@ class SeenIds:
         self.db = Rdict(str(path), opts, column_families={cf: _options() for cf in existing})
         self.gens: dict[int, Rdict] = {int(cf[1:]): self.db.get_column_family(cf) for cf in existing}
         self.current = max(self.gens, default=0)
+        # Generation -> the filter of all its ids; a generation missing here is asked of RocksDB.
+        self.filters: dict[int, IdFilter] = {}
+        for gen, cf in self.gens.items():
+            self._load_filter(gen, cf)
         self.pending: dict[bytes, int] = {}  # ids first seen since the last commit -> position
         # Ends of the latest flushes, in the default column family. Only the few flushes that may
         # not be committed yet matter; the sink commits each before the next batch is read.
@@ -81,13 +104,20 @@ class SeenIds:
     def first_copies(self, ids: list[str], positions: list[int]) -> list[bool]:
         """For each (event_id, position), in stream order: True for the first copy of the id
         (count it), False for a later copy (suppress it)."""
-        # One get per key and generation: rocksdict's multi-get measured 2x slower per key.
-        gets = [self.gens[g].get for g in sorted(self.gens, reverse=True)[:2]]
+        keys = list(map(str.encode, ids))
+        newest = sorted(self.gens, reverse=True)[:2]
         pending = self.pending
+        stored = self._maybe_stored(keys, newest)
+        if stored is not None and not stored.any() and pending.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
+            pending.update(zip(keys, positions, strict=True))  # all new: the common case, no loop
+            return [True] * len(keys)
+        # One get per key and generation: rocksdict's multi-get measured 2x slower per key.
+        gets = [self.gens[g].get for g in newest]
         out = []
-        for key, pos in zip(map(str.encode, ids), positions, strict=True):
+        asks = repeat(True) if stored is None else stored.tolist()
+        for key, pos, ask in zip(keys, positions, asks, strict=False):
             first = pending.get(key)
-            if first is None:
+            if first is None and ask:
                 for get in gets:
                     found = get(key)
                     if found is not None:
@@ -100,6 +130,34 @@ class SeenIds:
                 out.append(first >= pos)  # == : this very copy, read again after a restart
         return out
 
+    def _maybe_stored(self, keys: list[bytes], gens: list[int]) -> np.ndarray | None:
+        """Per key, whether RocksDB may hold it in `gens` (None: may, for every key)."""
+        if not gens or not keys:
+            return np.zeros(len(keys), dtype=bool)
+        if any(g not in self.filters for g in gens):
+            return None
+        h = hashes(keys)
+        stored = self.filters[gens[0]].may_contain(h)
+        for g in gens[1:]:
+            stored |= self.filters[g].may_contain(h)
+        return stored
+
+    def _load_filter(self, gen: int, cf: Rdict) -> None:
+        """A filter for a generation found on disk, if it is small enough to read in now."""
+        if not self.filter_budget or int(cf.property_int_value("rocksdb.estimate-num-keys") or 0) > LOAD_LIMIT:
+            return
+        ids = IdFilter(self.filter_budget)
+        batch: list[bytes] = []
+        for key in cf.keys():  # noqa: SIM118 (Rdict has no __iter__)
+            batch.append(key)
+            if len(batch) == 100_000:
+                if not ids.add(hashes(batch)):
+                    return
+                batch = []
+        if batch and not ids.add(hashes(batch)):
+            return
+        self.filters[gen] = ids
+
     def flush_ends(self, after: int) -> list[int]:
         """Ends of flushes cut past offset `after` (the committed one) before the last stop."""
         return [e for e in self.ends if e > after]
@@ -110,7 +168,11 @@ class SeenIds:
         gen = max(self.current, (watermark or 0) // self.horizon_s)
         if gen not in self.gens:
             self.gens[gen] = self.db.create_column_family(f"g{gen}", _options())
+            if self.filter_budget:
+                self.filters[gen] = IdFilter(self.filter_budget)  # empty, as the generation is
         self.current = gen
+        if self.pending and gen in self.filters and not self.filters[gen].add(hashes(list(self.pending))):
+            del self.filters[gen]  # past its budget: this generation's ids are asked of RocksDB again
         if self.pending or flush_end is not None:
             batch = WriteBatch(raw_mode=True)
             handle = self.db.get_column_family_handle(f"g{gen}")
@@ -125,6 +187,7 @@ class SeenIds:
             self.pending = {}
         for old in [g for g in self.gens if g < gen - 1]:
             del self.gens[old]
+            self.filters.pop(old, None)
             self.db.drop_column_family(f"g{old}")
 
     def disk_bytes(self) -> int:
